@@ -18,7 +18,9 @@ pub struct ParseIdError {
 
 fn parse_hex32(s: &str) -> Result<[u8; 32], ParseIdError> {
     let mut out = [0u8; 32];
-    hex::decode_to_slice(s, &mut out).map_err(|_| ParseIdError { input: s.to_owned() })?;
+    hex::decode_to_slice(s, &mut out).map_err(|_| ParseIdError {
+        input: s.to_owned(),
+    })?;
     Ok(out)
 }
 

@@ -165,7 +165,10 @@ mod tests {
 
     #[test]
     fn bad_dids_are_refused() {
-        assert!(matches!("hello".parse::<PublicKey>(), Err(KeyError::NotDidKey(_))));
+        assert!(matches!(
+            "hello".parse::<PublicKey>(),
+            Err(KeyError::NotDidKey(_))
+        ));
         assert!(matches!(
             "did:key:z111".parse::<PublicKey>(),
             Err(KeyError::NotEd25519(_))

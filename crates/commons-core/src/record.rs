@@ -227,7 +227,9 @@ pub enum DecodeError {
         len: usize,
     },
     /// The format version is not one this code knows.
-    #[error("unknown record format version {version} (this build reads version {FORMAT_VERSION}); upgrade commons")]
+    #[error(
+        "unknown record format version {version} (this build reads version {FORMAT_VERSION}); upgrade commons"
+    )]
     UnknownVersion {
         /// The version byte.
         version: u8,
@@ -315,7 +317,9 @@ pub enum InvalidRecord {
         max: usize,
     },
     /// The threshold is not between 1 and the number of maintainers.
-    #[error("threshold {threshold} must be between 1 and the number of maintainers ({maintainers})")]
+    #[error(
+        "threshold {threshold} must be between 1 and the number of maintainers ({maintainers})"
+    )]
     Threshold {
         /// k.
         threshold: u16,
@@ -354,8 +358,7 @@ fn check_text(
             problem: "is too long",
         });
     }
-    if s
-        .chars()
+    if s.chars()
         .any(|c| c.is_control() && !(allow_newlines && (c == '\n' || c == '\t')))
     {
         return Err(InvalidRecord::Text {
@@ -400,7 +403,9 @@ pub fn check_path(path: &str) -> Result<(), InvalidRecord> {
         .split('/')
         .any(|c| c.is_empty() || c == "." || c == "..")
     {
-        return Err(bad("must be relative, without empty, `.` or `..` components"));
+        return Err(bad(
+            "must be relative, without empty, `.` or `..` components",
+        ));
     }
     Ok(())
 }
@@ -572,8 +577,8 @@ fn encode_unsigned(author: &PublicKey, timestamp: u64, body: &Body) -> Vec<u8> {
 }
 
 fn decode_body<B: Decode<()>>(kind: Kind, bytes: &[u8]) -> Result<Unsigned<B>, DecodeError> {
-    let (value, used): (Unsigned<B>, usize) = bincode::decode_from_slice(bytes, canon())
-        .map_err(|e| DecodeError::Malformed {
+    let (value, used): (Unsigned<B>, usize) =
+        bincode::decode_from_slice(bytes, canon()).map_err(|e| DecodeError::Malformed {
             kind,
             reason: e.to_string(),
         })?;

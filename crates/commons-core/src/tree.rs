@@ -64,10 +64,12 @@ impl Accumulator {
 
     /// The state root.
     pub fn root(&self) -> StateRoot {
-        StateRoot(*blake3::Hasher::new_derive_key(ROOT_CONTEXT)
-            .update(&self.to_bytes())
-            .finalize()
-            .as_bytes())
+        StateRoot(
+            *blake3::Hasher::new_derive_key(ROOT_CONTEXT)
+                .update(&self.to_bytes())
+                .finalize()
+                .as_bytes(),
+        )
     }
 
     /// The accumulator as 2048 little-endian bytes, for storage.
@@ -287,8 +289,14 @@ mod tests {
     fn file_and_directory_cannot_share_a_path() {
         let mut t = MemTree::default();
         t.apply(&patch(&[("a/b", None, Some(1))]));
-        assert_eq!(t.apply(&patch(&[("a", None, Some(2))])), Outcome::Conflicted);
-        assert_eq!(t.apply(&patch(&[("a/b/c", None, Some(2))])), Outcome::Conflicted);
+        assert_eq!(
+            t.apply(&patch(&[("a", None, Some(2))])),
+            Outcome::Conflicted
+        );
+        assert_eq!(
+            t.apply(&patch(&[("a/b/c", None, Some(2))])),
+            Outcome::Conflicted
+        );
         // Replacing the directory by a file in one patch is fine.
         assert_eq!(
             t.apply(&patch(&[("a", None, Some(2)), ("a/b", Some(1), None)])),
