@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, btree_map};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::id::{LineageId, RecordId, StateRoot};
 use crate::keys::PublicKey;
@@ -23,7 +23,7 @@ use crate::record::{Charter, ForkBase, Patch, Record, Validation, Verdict};
 use crate::tree::{MemTree, Outcome};
 
 /// The status of a patch in a lineage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PatchStatus {
     /// Not (yet) decided, or accepted but waiting for missing ancestors.
@@ -371,7 +371,7 @@ pub fn fork_point<'a>(
 }
 
 /// The heads of an accepted history and the ancestors of those heads it did not accept.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForkPoint {
     /// Sorted heads.
     pub heads: Vec<RecordId>,

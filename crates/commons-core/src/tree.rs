@@ -110,7 +110,7 @@ pub trait TreeRead {
 }
 
 /// What became of an accepted patch when it was applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// Its changes are in the tree.

@@ -1,0 +1,311 @@
+//! The control protocol between `commons` (the CLI) and `commonsd` (the daemon).
+//!
+//! The daemon listens on a Unix socket in its home (`commonsd.sock`, mode 0600). Each message is
+//! a frame: a 4-byte big-endian length, then that many bytes of JSON. A client sends one
+//! [`Request`] and reads one [`Response`] per frame; a connection may carry many exchanges.
+//! Records cross as hex of their canonical bytes and are verified again on arrival.
+//!
+//! The requests mirror the store's read and write operations, so every CLI command runs the same
+//! code whether it talks to the daemon or, when none runs, opens the store itself; plus the
+//! node's own commands (status, peers, connect, follow, sync).
+
+use std::io::{Read, Write};
+
+use commons_core::state::{ForkPoint, PatchStatus};
+use commons_core::tree::Outcome;
+use commons_core::{BlobHash, Charter, LineageId, PublicKey, RecordId, StateRoot};
+use serde::{Deserialize, Serialize};
+
+/// File name of the control socket inside the home.
+pub const SOCKET_NAME: &str = "commonsd.sock";
+/// Largest frame either side accepts: a whole family's records in one response must fit, and
+/// a local client is trusted not to exhaust memory, but a bound still stops a broken peer.
+pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
+
+/// A record's canonical bytes, as hex in JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RecordBytes(#[serde(with = "hex_bytes")] pub Vec<u8>);
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        hex::decode(s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A request from the CLI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Store records (and publish the new ones to peers).
+    Put {
+        /// Canonical bytes of each record.
+        records: Vec<RecordBytes>,
+    },
+    /// One record.
+    Get {
+        /// Its id.
+        id: RecordId,
+    },
+    /// Ids starting with a hex prefix.
+    IdsWithPrefix {
+        /// Lowercase hex.
+        prefix: String,
+        /// At most this many.
+        limit: usize,
+    },
+    /// All lineage summaries.
+    Lineages,
+    /// One lineage summary.
+    Lineage {
+        /// Which.
+        lineage: LineageId,
+    },
+    /// Every record of a family.
+    FamilyRecords {
+        /// The family's root lineage.
+        family: LineageId,
+    },
+    /// Patches listed in a lineage.
+    Patches {
+        /// Which lineage.
+        lineage: LineageId,
+        /// Only this status.
+        status: Option<PatchStatus>,
+    },
+    /// Accepted history in order of application.
+    History {
+        /// Which lineage.
+        lineage: LineageId,
+    },
+    /// Validations of a patch.
+    ValidationsOf {
+        /// The patch.
+        patch: RecordId,
+    },
+    /// The canonical tree.
+    Tree {
+        /// Which lineage.
+        lineage: LineageId,
+    },
+    /// The node's status.
+    NodeStatus,
+    /// Connected peers.
+    NodePeers,
+    /// Dial an address.
+    Connect {
+        /// A multiaddr, as text.
+        addr: String,
+    },
+    /// Follow a commons (and its family).
+    Follow {
+        /// Which.
+        lineage: LineageId,
+    },
+    /// Stop following.
+    Unfollow {
+        /// Which.
+        lineage: LineageId,
+    },
+    /// Pull a commons from peers now.
+    Sync {
+        /// Which.
+        lineage: LineageId,
+    },
+}
+
+/// A lineage summary as the daemon reports it (mirrors `commons_store::LineageSummary`; the
+/// founder and creation time are the charter record's author and timestamp).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Which lineage.
+    pub lineage: LineageId,
+    /// Its charter, as canonical record bytes (decode to get the `Charter`).
+    pub charter: RecordBytes,
+    /// Family root.
+    pub family: Option<LineageId>,
+    /// State root.
+    pub root: StateRoot,
+    /// Patches per status.
+    pub counts: Vec<(PatchStatus, usize)>,
+    /// Files in the tree.
+    pub files: u64,
+    /// Fork point.
+    pub fork_point: ForkPoint,
+}
+
+/// A connected peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// Known addresses.
+    pub addrs: Vec<String>,
+}
+
+/// The node's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// The node key as did:key.
+    pub node_key: PublicKey,
+    /// Listening addresses.
+    pub listen_addrs: Vec<String>,
+    /// Number of connected peers.
+    pub peers: usize,
+    /// Followed lineages.
+    pub followed: Vec<LineageId>,
+    /// Bytes used by the store on disk (records and blobs).
+    pub store_bytes: u64,
+    /// Number of records held.
+    pub records: u64,
+}
+
+/// What a sync brought.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReport {
+    /// Peers asked.
+    pub peers: usize,
+    /// Records that were new.
+    pub new_records: usize,
+    /// Blobs fetched.
+    pub new_blobs: usize,
+    /// Bytes of blobs fetched.
+    pub blob_bytes: u64,
+}
+
+/// The daemon's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum Response {
+    /// Ids that were new.
+    Stored(Vec<RecordId>),
+    /// One record, if present.
+    Record(Option<RecordBytes>),
+    /// Many records.
+    Records(Vec<RecordBytes>),
+    /// Ids.
+    Ids(Vec<RecordId>),
+    /// Lineage summaries.
+    Lineages(Vec<Summary>),
+    /// One lineage summary.
+    Lineage(Option<Summary>),
+    /// Patches with their status.
+    Patches(Vec<(RecordId, PatchStatus)>),
+    /// History with outcomes.
+    History(Vec<(RecordId, Outcome)>),
+    /// A tree.
+    Tree(Vec<(String, BlobHash)>),
+    /// Node status.
+    NodeStatus(NodeStatus),
+    /// Peers.
+    Peers(Vec<Peer>),
+    /// Sync report.
+    Synced(SyncReport),
+    /// Done, nothing to report.
+    Ok,
+    /// The request failed.
+    Error(RpcError),
+}
+
+/// An error reported by the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct RpcError {
+    /// What kind of failure, for exit codes: `invalid`, `not_found`, `store`, `network`.
+    pub code: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The other side sent more than [`MAX_FRAME_BYTES`].
+    #[error("frame of {0} bytes is over the limit")]
+    TooLarge(usize),
+    /// The JSON does not parse.
+    #[error("malformed message: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The socket failed.
+    #[error("control socket: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Encodes one message as a frame.
+pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
+    let body = serde_json::to_vec(msg)?;
+    if body.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(body.len()));
+    }
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Parses a frame's length prefix, refusing one over the limit.
+pub fn frame_len(prefix: [u8; 4]) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(len));
+    }
+    Ok(len)
+}
+
+/// Writes one message (blocking).
+pub fn write_msg<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), FrameError> {
+    w.write_all(&encode_frame(msg)?)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Reads one message (blocking).
+pub fn read_msg<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> Result<T, FrameError> {
+    let mut prefix = [0u8; 4];
+    r.read_exact(&mut prefix)?;
+    let mut body = vec![0u8; frame_len(prefix)?];
+    r.read_exact(&mut body)?;
+    Ok(serde_json::from_slice(&body)?)
+}
+
+/// Convenience: the charter inside a summary.
+pub fn summary_charter(s: &Summary) -> Option<Charter> {
+    commons_core::Record::decode(&s.charter.0)
+        .ok()
+        .and_then(|r| r.as_charter().cloned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let req = Request::Put {
+            records: vec![RecordBytes(vec![1, 2, 255])],
+        };
+        let mut buf = Vec::new();
+        write_msg(&mut buf, &req).unwrap();
+        let back: Request = read_msg(&mut buf.as_slice()).unwrap();
+        assert_eq!(back, req);
+        assert!(String::from_utf8_lossy(&buf[4..]).contains("\"0102ff\""));
+    }
+
+    #[test]
+    fn oversized_frames_are_refused_before_reading() {
+        let prefix = ((MAX_FRAME_BYTES + 1) as u32).to_be_bytes();
+        let mut r = prefix.to_vec();
+        r.extend_from_slice(b"{}");
+        assert!(matches!(
+            read_msg::<Request>(&mut r.as_slice()),
+            Err(FrameError::TooLarge(_))
+        ));
+    }
+}

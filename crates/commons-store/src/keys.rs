@@ -1,0 +1,376 @@
+//! Key and value layouts of every sled tree (written down in `docs/storage.md`).
+//!
+//! Keys are fixed-width concatenations: 32-byte ids first, then big-endian integers, so that
+//! sled's byte order is the order we want and every "all X of lineage L" question is a prefix
+//! scan. Values are small fixed layouts decoded with explicit length checks: nothing read from
+//! disk is trusted to have the right size.
+
+use std::collections::BTreeMap;
+
+use commons_core::state::PatchStatus;
+use commons_core::tree::Outcome;
+use commons_core::{BlobHash, LineageId, PublicKey, RecordId, StateRoot, Verdict};
+
+/// The schema this build reads and writes. Bump it (and add a migration) whenever a layout below
+/// changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The key of the schema version in the `meta` tree.
+pub const META_SCHEMA_KEY: &[u8] = b"schema_version";
+
+/// One sled tree per kind of data, never one per lineage (sled grows badly with many trees).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum T {
+    /// `"schema_version"` → u32 BE.
+    Meta,
+    /// record id → canonical record bytes.
+    Records,
+    /// lineage ‖ record id → kind byte: the charter, patches proposed to it, validations naming it.
+    LineageRecords,
+    /// family ‖ lineage → (): the lineages of a family whose chain of charters is complete.
+    Family,
+    /// parent lineage ‖ fork lineage → ().
+    Forks,
+    /// parent patch ‖ child patch → () (whether or not the parent is present).
+    Children,
+    /// target patch ‖ lineage ‖ validation id → author ‖ timestamp BE ‖ verdict.
+    Validations,
+    /// patch id → generation (u64 BE), present exactly for complete patches.
+    Generations,
+    /// lineage ‖ patch → status byte, for the patches listed in the lineage.
+    Status,
+    /// lineage ‖ status byte ‖ patch → (): the status index.
+    ByStatus,
+    /// lineage ‖ path → blob hash: the canonical tree.
+    Files,
+    /// lineage ‖ generation BE ‖ patch → outcome byte: the application log.
+    Log,
+    /// lineage → accumulator (2048 bytes).
+    Accumulators,
+    /// lineage → summary ([`LineageMeta`]).
+    Lineages,
+    /// fork lineage ‖ patch → (): the fork base of a fork whose base is complete.
+    ForkBase,
+    /// missing patch ‖ fork lineage → (): a fork whose base waits for that patch.
+    BaseWaits,
+}
+
+impl T {
+    /// Every tree, in a fixed order (its index is `self as usize`).
+    pub const ALL: [T; 16] = [
+        T::Meta,
+        T::Records,
+        T::LineageRecords,
+        T::Family,
+        T::Forks,
+        T::Children,
+        T::Validations,
+        T::Generations,
+        T::Status,
+        T::ByStatus,
+        T::Files,
+        T::Log,
+        T::Accumulators,
+        T::Lineages,
+        T::ForkBase,
+        T::BaseWaits,
+    ];
+
+    /// The sled tree's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            T::Meta => "meta",
+            T::Records => "records",
+            T::LineageRecords => "lineage_records",
+            T::Family => "family",
+            T::Forks => "forks",
+            T::Children => "children",
+            T::Validations => "validations",
+            T::Generations => "generations",
+            T::Status => "status",
+            T::ByStatus => "by_status",
+            T::Files => "files",
+            T::Log => "log",
+            T::Accumulators => "accumulators",
+            T::Lineages => "lineages",
+            T::ForkBase => "fork_base",
+            T::BaseWaits => "base_waits",
+        }
+    }
+}
+
+/// Two 32-byte ids, concatenated.
+pub fn pair(a: &[u8; 32], b: &[u8; 32]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(64);
+    k.extend_from_slice(a);
+    k.extend_from_slice(b);
+    k
+}
+
+/// Reads a 32-byte id at `at` in `key`.
+pub fn id_at(key: &[u8], at: usize) -> Option<[u8; 32]> {
+    key.get(at..at + 32)?.try_into().ok()
+}
+
+/// `lineage ‖ generation BE ‖ patch`: a key of the log.
+pub fn log_key(lineage: &LineageId, key: &(u64, RecordId)) -> Vec<u8> {
+    let mut k = Vec::with_capacity(72);
+    k.extend_from_slice(lineage.as_bytes());
+    k.extend_from_slice(&key.0.to_be_bytes());
+    k.extend_from_slice(key.1.as_bytes());
+    k
+}
+
+/// Reads a key made by [`log_key`], without its lineage.
+pub fn parse_log_key(k: &[u8]) -> Option<(u64, RecordId)> {
+    if k.len() != 72 {
+        return None;
+    }
+    let generation = u64::from_be_bytes(k[32..40].try_into().ok()?);
+    Some((generation, RecordId(id_at(k, 40)?)))
+}
+
+/// `lineage ‖ path`: a key of the canonical tree.
+pub fn file_key(lineage: &LineageId, path: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(32 + path.len());
+    k.extend_from_slice(lineage.as_bytes());
+    k.extend_from_slice(path.as_bytes());
+    k
+}
+
+/// `lineage ‖ status ‖ patch`: a key of the status index.
+pub fn by_status_key(lineage: &LineageId, status: PatchStatus, patch: &RecordId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(65);
+    k.extend_from_slice(lineage.as_bytes());
+    k.push(status_byte(status));
+    k.extend_from_slice(patch.as_bytes());
+    k
+}
+
+/// `patch ‖ lineage ‖ validation`: a key of the validation index.
+pub fn validation_key(patch: &RecordId, lineage: &LineageId, id: &RecordId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(96);
+    k.extend_from_slice(patch.as_bytes());
+    k.extend_from_slice(lineage.as_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// One status as a byte.
+pub fn status_byte(s: PatchStatus) -> u8 {
+    match s {
+        PatchStatus::Pending => 0,
+        PatchStatus::Accepted => 1,
+        PatchStatus::Rejected => 2,
+        PatchStatus::Conflicted => 3,
+    }
+}
+
+/// Reads [`status_byte`].
+pub fn status_from_byte(b: u8) -> Option<PatchStatus> {
+    match b {
+        0 => Some(PatchStatus::Pending),
+        1 => Some(PatchStatus::Accepted),
+        2 => Some(PatchStatus::Rejected),
+        3 => Some(PatchStatus::Conflicted),
+        _ => None,
+    }
+}
+
+/// Every status, in byte order.
+pub const STATUSES: [PatchStatus; 4] = [
+    PatchStatus::Pending,
+    PatchStatus::Accepted,
+    PatchStatus::Rejected,
+    PatchStatus::Conflicted,
+];
+
+/// The value of the validation index: who voted, when, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VoteValue {
+    /// The signer.
+    pub author: PublicKey,
+    /// The signer's timestamp.
+    pub timestamp: u64,
+    /// The verdict.
+    pub verdict: Verdict,
+}
+
+impl VoteValue {
+    /// `author (32) ‖ timestamp BE (8) ‖ verdict (1: accept, 2: reject)`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(41);
+        v.extend_from_slice(self.author.as_bytes());
+        v.extend_from_slice(&self.timestamp.to_be_bytes());
+        v.push(match self.verdict {
+            Verdict::Accept => 1,
+            Verdict::Reject => 2,
+        });
+        v
+    }
+
+    /// Reads [`VoteValue::encode`].
+    pub fn decode(v: &[u8]) -> Option<Self> {
+        if v.len() != 41 {
+            return None;
+        }
+        let author = PublicKey::from_bytes(id_at(v, 0)?).ok()?;
+        let timestamp = u64::from_be_bytes(v[32..40].try_into().ok()?);
+        let verdict = match v[40] {
+            1 => Verdict::Accept,
+            2 => Verdict::Reject,
+            _ => return None,
+        };
+        Some(Self {
+            author,
+            timestamp,
+            verdict,
+        })
+    }
+}
+
+/// The stored summary of a lineage (value of the `lineages` tree).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineageMeta {
+    /// The charter's timestamp.
+    pub created: u64,
+    /// The family, once every charter up the chain is present.
+    pub family: Option<LineageId>,
+    /// False while a fork base names patches that are not present.
+    pub base_complete: bool,
+    /// Files in the canonical tree.
+    pub files: u64,
+    /// Listed patches per status, indexed by [`status_byte`].
+    pub counts: [u64; 4],
+    /// The state root.
+    pub root: StateRoot,
+}
+
+/// Length of an encoded [`LineageMeta`].
+const META_LEN: usize = 1 + 8 + 1 + 32 + 1 + 8 + 32 + 32;
+const META_VERSION: u8 = 1;
+
+impl LineageMeta {
+    /// A lineage whose charter just arrived: empty state.
+    pub fn new(created: u64) -> Self {
+        Self {
+            created,
+            family: None,
+            base_complete: true,
+            files: 0,
+            counts: [0; 4],
+            root: commons_core::tree::Accumulator::default().root(),
+        }
+    }
+
+    /// `version (1) ‖ created BE (8) ‖ has family (1) ‖ family (32) ‖ base complete (1) ‖
+    /// files BE (8) ‖ 4 × count BE (32) ‖ root (32)`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(META_LEN);
+        v.push(META_VERSION);
+        v.extend_from_slice(&self.created.to_be_bytes());
+        v.push(u8::from(self.family.is_some()));
+        v.extend_from_slice(self.family.map(|f| f.0).unwrap_or([0; 32]).as_slice());
+        v.push(u8::from(self.base_complete));
+        v.extend_from_slice(&self.files.to_be_bytes());
+        for c in self.counts {
+            v.extend_from_slice(&c.to_be_bytes());
+        }
+        v.extend_from_slice(self.root.as_bytes());
+        v
+    }
+
+    /// Reads [`LineageMeta::encode`].
+    pub fn decode(v: &[u8]) -> Option<Self> {
+        if v.len() != META_LEN || v[0] != META_VERSION {
+            return None;
+        }
+        let u64_at = |at: usize| -> Option<u64> {
+            Some(u64::from_be_bytes(v.get(at..at + 8)?.try_into().ok()?))
+        };
+        let bool_at = |at: usize| match v[at] {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        };
+        let family = bool_at(9)?.then(|| id_at(v, 10).map(LineageId));
+        let family = match family {
+            None => None,
+            Some(f) => Some(f?),
+        };
+        let mut counts = [0u64; 4];
+        for (i, c) in counts.iter_mut().enumerate() {
+            *c = u64_at(51 + 8 * i)?;
+        }
+        Some(Self {
+            created: u64_at(1)?,
+            family,
+            base_complete: bool_at(42)?,
+            files: u64_at(43)?,
+            counts,
+            root: StateRoot(id_at(v, 83)?),
+        })
+    }
+
+    /// The counts as the public summary shows them (statuses with no patch left out).
+    pub fn count_map(&self) -> BTreeMap<PatchStatus, usize> {
+        STATUSES
+            .iter()
+            .zip(self.counts)
+            .filter(|(_, c)| *c > 0)
+            .map(|(s, c)| (*s, usize::try_from(c).unwrap_or(usize::MAX)))
+            .collect()
+    }
+}
+
+/// Reads a blob hash value.
+pub fn blob_value(v: &[u8]) -> Option<BlobHash> {
+    Some(BlobHash(v.try_into().ok()?))
+}
+
+/// Reads an outcome value.
+pub fn outcome_value(v: &[u8]) -> Option<Outcome> {
+    match v {
+        [b] => Outcome::from_byte(*b),
+        _ => None,
+    }
+}
+
+/// Reads a u64 BE value.
+pub fn u64_value(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_round_trips_and_rejects_garbage() {
+        let m = LineageMeta {
+            created: 7,
+            family: Some(LineageId([3; 32])),
+            base_complete: false,
+            files: 9,
+            counts: [1, 2, 3, 4],
+            root: StateRoot([5; 32]),
+        };
+        assert_eq!(LineageMeta::decode(&m.encode()), Some(m.clone()));
+        let none = LineageMeta { family: None, ..m };
+        assert_eq!(LineageMeta::decode(&none.encode()), Some(none));
+        assert_eq!(LineageMeta::decode(b"garbage"), None);
+        let mut bad = LineageMeta::new(1).encode();
+        bad[9] = 7;
+        assert_eq!(LineageMeta::decode(&bad), None);
+    }
+
+    #[test]
+    fn log_keys_sort_by_generation_then_id() {
+        let l = LineageId([1; 32]);
+        let a = log_key(&l, &(2, RecordId([0xff; 32])));
+        let b = log_key(&l, &(256, RecordId([0; 32])));
+        assert!(a < b, "big-endian generations sort numerically");
+        assert_eq!(parse_log_key(&b), Some((256, RecordId([0; 32]))));
+        assert_eq!(parse_log_key(&b[1..]), None);
+    }
+}

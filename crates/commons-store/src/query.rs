@@ -1,0 +1,293 @@
+//! Read queries, run on the storage thread against the committed trees.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use commons_core::state::{LineageState, PatchStatus, fork_point};
+use commons_core::tree::Outcome;
+use commons_core::{BlobHash, Kind, LineageId, Patch, Record, RecordId};
+
+use crate::keys::{self, T};
+use crate::state::{Ctx, corrupt};
+use crate::{LineageSummary, StoreError};
+
+/// Ids whose lowercase hex starts with `prefix`, at most `limit`, in order.
+pub fn ids_with_prefix(
+    ctx: &Ctx<'_>,
+    prefix: &str,
+    limit: usize,
+) -> Result<Vec<RecordId>, StoreError> {
+    if prefix.len() > 64
+        || !prefix
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Ok(vec![]);
+    }
+    let even = &prefix[..prefix.len() & !1];
+    let bytes = hex::decode(even).map_err(|e| StoreError::Io(e.to_string()))?;
+    let mut out = Vec::new();
+    for key in ctx.o.disk(T::Records).scan_prefix(bytes).keys() {
+        if out.len() >= limit {
+            break;
+        }
+        let key = key.map_err(crate::overlay::io)?;
+        let id = RecordId(
+            keys::id_at(&key, 0).ok_or_else(|| corrupt(T::Records, "key is not 32 bytes"))?,
+        );
+        if id.to_hex().starts_with(prefix) {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+/// The summary of a lineage. The fork point is computed here, from the log and the ancestors of
+/// the accepted patches (it is not kept incrementally).
+pub fn summary(
+    ctx: &mut Ctx<'_>,
+    lineage: &LineageId,
+) -> Result<Option<LineageSummary>, StoreError> {
+    let Some(meta) = ctx.meta(lineage)? else {
+        return Ok(None);
+    };
+    let Some(record) = ctx.record(&RecordId::from(*lineage))? else {
+        return Err(corrupt(T::Lineages, format!("{lineage} has no charter")));
+    };
+    let Some(charter) = record.as_charter().cloned() else {
+        return Err(corrupt(T::Lineages, format!("{lineage} is not a charter")));
+    };
+    let accepted: BTreeSet<RecordId> = history(ctx, lineage)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let mut patches: BTreeMap<RecordId, Patch> = BTreeMap::new();
+    let mut stack: Vec<RecordId> = accepted.iter().copied().collect();
+    while let Some(id) = stack.pop() {
+        if patches.contains_key(&id) {
+            continue;
+        }
+        if let Some(p) = ctx.patch(&id)? {
+            stack.extend(p.parents.iter().copied());
+            patches.insert(id, p);
+        }
+    }
+    Ok(Some(LineageSummary {
+        lineage: *lineage,
+        charter,
+        founder: record.author(),
+        created: record.timestamp(),
+        family: meta.family,
+        root: meta.root,
+        counts: meta.count_map(),
+        files: meta.files,
+        fork_point: fork_point(&accepted, |id| patches.get(id)),
+    }))
+}
+
+/// Every lineage, ordered by creation time then id.
+pub fn lineages(ctx: &mut Ctx<'_>) -> Result<Vec<LineageSummary>, StoreError> {
+    let mut ids = Vec::new();
+    for key in ctx.o.disk(T::Lineages).iter().keys() {
+        let key = key.map_err(crate::overlay::io)?;
+        ids.push(LineageId(
+            keys::id_at(&key, 0).ok_or_else(|| corrupt(T::Lineages, "key is not 32 bytes"))?,
+        ));
+    }
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(s) = summary(ctx, &id)? {
+            out.push(s);
+        }
+    }
+    out.sort_by_key(|s| (s.created, s.lineage));
+    Ok(out)
+}
+
+/// The records of a family: its charters (parents first), its patches and the present ancestors
+/// of those (parents first), then the validations naming its lineages (by time, then id).
+pub fn family_records(ctx: &mut Ctx<'_>, family: &LineageId) -> Result<Vec<Record>, StoreError> {
+    let mut lineages: BTreeSet<LineageId> = ctx
+        .second_ids(T::Family, family.as_bytes())?
+        .into_iter()
+        .map(LineageId)
+        .collect();
+    if lineages.is_empty() {
+        if ctx.charter(family)?.is_none() {
+            return Ok(vec![]);
+        }
+        lineages.insert(*family);
+    }
+    let mut charters = Vec::new();
+    let mut patches: BTreeMap<RecordId, Record> = BTreeMap::new();
+    let mut validations = Vec::new();
+    let mut stack = Vec::new();
+    for l in &lineages {
+        for id in ctx.second_ids(T::LineageRecords, l.as_bytes())? {
+            let Some(r) = ctx.record(&RecordId(id))? else {
+                continue;
+            };
+            match r.kind() {
+                Kind::Charter => charters.push(r),
+                Kind::Validation => validations.push(r),
+                Kind::Patch => {
+                    if let Some(p) = r.as_patch() {
+                        stack.extend(p.parents.iter().copied());
+                    }
+                    patches.insert(r.id(), r);
+                }
+            }
+        }
+    }
+    while let Some(id) = stack.pop() {
+        if patches.contains_key(&id) {
+            continue;
+        }
+        if let Some(r) = ctx.record(&id)?
+            && let Some(p) = r.as_patch()
+        {
+            stack.extend(p.parents.iter().copied());
+            patches.insert(id, r);
+        }
+    }
+    // Charters: depth in the chain of parents (bounded by the number of charters), then id.
+    let index = charters_index(&charters);
+    let depth = |r: &Record| -> usize {
+        let mut d = 0;
+        let mut current = index.get(&LineageId::from(r.id())).copied().flatten();
+        while let Some(p) = current {
+            d += 1;
+            if d > index.len() {
+                break;
+            }
+            current = index.get(&p).copied().flatten();
+        }
+        d
+    };
+    let mut keyed: Vec<(usize, Record)> = charters.iter().map(|c| (depth(c), c.clone())).collect();
+    keyed.sort_by_key(|(d, r)| (*d, r.id()));
+    let mut out: Vec<Record> = keyed.into_iter().map(|(_, r)| r).collect();
+    out.extend(topological(&patches));
+    validations.sort_by_key(|r| (r.timestamp(), r.id()));
+    out.extend(validations);
+    Ok(out)
+}
+
+fn charters_index(charters: &[Record]) -> BTreeMap<LineageId, Option<LineageId>> {
+    charters
+        .iter()
+        .filter_map(|r| {
+            r.as_charter()
+                .map(|c| (LineageId::from(r.id()), c.fork.as_ref().map(|f| f.parent)))
+        })
+        .collect()
+}
+
+/// Patches with parents first (iterative depth-first post-order; ties by id).
+fn topological(patches: &BTreeMap<RecordId, Record>) -> Vec<Record> {
+    let mut out = Vec::with_capacity(patches.len());
+    let mut done = BTreeSet::new();
+    for start in patches.keys() {
+        let mut stack = vec![(*start, false)];
+        while let Some((id, expanded)) = stack.pop() {
+            if done.contains(&id) {
+                continue;
+            }
+            let Some(r) = patches.get(&id) else { continue };
+            if expanded {
+                done.insert(id);
+                out.push(r.clone());
+                continue;
+            }
+            stack.push((id, true));
+            if let Some(p) = r.as_patch() {
+                for parent in p.parents.iter().rev() {
+                    if !done.contains(parent) {
+                        stack.push((*parent, false));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Patches listed in a lineage with their status.
+pub fn patches(
+    ctx: &Ctx<'_>,
+    lineage: &LineageId,
+    status: Option<PatchStatus>,
+) -> Result<Vec<(RecordId, PatchStatus)>, StoreError> {
+    match status {
+        Some(s) => {
+            let mut prefix = lineage.as_bytes().to_vec();
+            prefix.push(keys::status_byte(s));
+            ctx.o
+                .scan_prefix(T::ByStatus, &prefix)?
+                .into_iter()
+                .map(|(k, _)| {
+                    keys::id_at(&k, 33)
+                        .map(|id| (RecordId(id), s))
+                        .ok_or_else(|| corrupt(T::ByStatus, "short key"))
+                })
+                .collect()
+        }
+        None => ctx
+            .o
+            .scan_prefix(T::Status, lineage.as_bytes())?
+            .into_iter()
+            .map(|(k, v)| {
+                let id = keys::id_at(&k, 32).ok_or_else(|| corrupt(T::Status, "short key"))?;
+                let s = match v.as_slice() {
+                    [b] => keys::status_from_byte(*b),
+                    _ => None,
+                }
+                .ok_or_else(|| corrupt(T::Status, "bad status"))?;
+                Ok((RecordId(id), s))
+            })
+            .collect(),
+    }
+}
+
+/// The log of a lineage, in order of application.
+pub fn history(ctx: &Ctx<'_>, lineage: &LineageId) -> Result<Vec<(RecordId, Outcome)>, StoreError> {
+    let mut out = Vec::new();
+    for (k, v) in ctx.o.scan_prefix(T::Log, lineage.as_bytes())? {
+        let (_, id) = keys::parse_log_key(&k).ok_or_else(|| corrupt(T::Log, "bad key"))?;
+        let o = keys::outcome_value(&v).ok_or_else(|| corrupt(T::Log, "bad outcome"))?;
+        out.push((id, o));
+    }
+    Ok(out)
+}
+
+/// Validations of a patch, in any lineage.
+pub fn validations_of(ctx: &mut Ctx<'_>, patch: &RecordId) -> Result<Vec<Record>, StoreError> {
+    let mut out = Vec::new();
+    for (k, _) in ctx.o.scan_prefix(T::Validations, patch.as_bytes())? {
+        let id = keys::id_at(&k, 64).ok_or_else(|| corrupt(T::Validations, "short key"))?;
+        if let Some(r) = ctx.record(&RecordId(id))? {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// The canonical tree of a lineage.
+pub fn tree(ctx: &Ctx<'_>, lineage: &LineageId) -> Result<BTreeMap<String, BlobHash>, StoreError> {
+    let mut out = BTreeMap::new();
+    for (k, v) in ctx.o.scan_prefix(T::Files, lineage.as_bytes())? {
+        // Every key of the scan starts with the 32-byte lineage prefix.
+        let path = String::from_utf8(k[32..].to_vec())
+            .map_err(|_| corrupt(T::Files, "path is not UTF-8"))?;
+        let blob = keys::blob_value(&v).ok_or_else(|| corrupt(T::Files, "bad blob hash"))?;
+        out.insert(path, blob);
+    }
+    Ok(out)
+}
+
+/// The state of a lineage from scratch.
+pub fn state_from_scratch(
+    ctx: &mut Ctx<'_>,
+    lineage: &LineageId,
+) -> Result<Option<LineageState>, StoreError> {
+    Ok(ctx.load_set(lineage)?.and_then(|rs| rs.state(lineage)))
+}

@@ -1,0 +1,828 @@
+//! Ingesting records: the indexes, and the lineage states kept up to date incrementally.
+//!
+//! The stored state of every lineage L mirrors `RecordSet::state(L)` exactly (statuses, log,
+//! tree, root). After each record of a batch is ingested the mirror holds again, by these rules:
+//!
+//! - a **validation** of patch p in L can only change p's status in L: [`Ctx::refresh`] recounts
+//!   p's votes and calls `incremental::accept` / `unaccept` if p enters or leaves the accepted set;
+//! - a **patch** p can change its own status in the lineages that list it (its own lineage and
+//!   those with validations of it), and it can complete waiting descendants (found through the
+//!   `children` index), which are refreshed in the lineages that voted on them;
+//! - the rare cases are recomputed from scratch for one lineage ([`Ctx::rebuild`]): a charter
+//!   arriving (its lineage, and forks whose family becomes known through it), and a patch that a
+//!   fork base was waiting for (`base_waits`).
+//!
+//! Everything goes through an [`Overlay`], so a batch commits atomically or not at all.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use commons_core::incremental::{self, StateBackend};
+use commons_core::state::{OrderKey, PatchStatus, RecordSet, Vote, VoteResult, count_votes};
+use commons_core::tree::{Accumulator, Outcome, TreeRead};
+use commons_core::{BlobHash, Charter, Kind, LineageId, Patch, Record, RecordId, Validation};
+
+use crate::StoreError;
+use crate::keys::{self, LineageMeta, T, VoteValue};
+use crate::overlay::Overlay;
+
+/// Work counters, for tests and benchmarks: they show how much history an update touched.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Records read from sled and decoded.
+    pub records_decoded: AtomicU64,
+    /// Patches the incremental engine asked the backend for.
+    pub patch_loads: AtomicU64,
+    /// Log entries read by the incremental engine.
+    pub log_entries_read: AtomicU64,
+    /// Lineage states recomputed from scratch.
+    pub rebuilds: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// An index entry that does not have the layout this build writes.
+pub fn corrupt(tree: T, reason: impl Into<String>) -> StoreError {
+    StoreError::CorruptIndex {
+        tree: tree.name(),
+        reason: reason.into(),
+    }
+}
+
+/// Reads and writes through an overlay, with caches of decoded records and summaries.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    /// The pending writes.
+    pub o: Overlay<'a>,
+    counters: &'a Counters,
+    metas: BTreeMap<LineageId, LineageMeta>,
+    dirty_metas: BTreeSet<LineageId>,
+    accs: BTreeMap<LineageId, Accumulator>,
+    records: HashMap<RecordId, Record>,
+}
+
+impl<'a> Ctx<'a> {
+    /// A context over `o`.
+    pub fn new(o: Overlay<'a>, counters: &'a Counters) -> Self {
+        Self {
+            o,
+            counters,
+            metas: BTreeMap::new(),
+            dirty_metas: BTreeSet::new(),
+            accs: BTreeMap::new(),
+            records: HashMap::new(),
+        }
+    }
+
+    // ----- reading -----
+
+    /// A stored record, decoded and verified. Stored bytes that no longer decode are an error.
+    pub fn record(&mut self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        if let Some(r) = self.records.get(id) {
+            return Ok(Some(r.clone()));
+        }
+        let Some(bytes) = self.o.get(T::Records, id.as_bytes())? else {
+            return Ok(None);
+        };
+        bump(&self.counters.records_decoded, 1);
+        let record = Record::decode(&bytes).map_err(|e| StoreError::CorruptRecord {
+            id: *id,
+            reason: e.to_string(),
+        })?;
+        if record.id() != *id {
+            return Err(StoreError::CorruptRecord {
+                id: *id,
+                reason: format!("the bytes stored under it have id {}", record.id()),
+            });
+        }
+        self.records.insert(*id, record.clone());
+        Ok(Some(record))
+    }
+
+    /// A stored patch.
+    pub fn patch(&mut self, id: &RecordId) -> Result<Option<Patch>, StoreError> {
+        Ok(self.record(id)?.and_then(|r| r.as_patch().cloned()))
+    }
+
+    /// A stored charter.
+    pub fn charter(&mut self, lineage: &LineageId) -> Result<Option<Charter>, StoreError> {
+        let id = RecordId::from(*lineage);
+        Ok(self.record(&id)?.and_then(|r| r.as_charter().cloned()))
+    }
+
+    /// The stored summary of a lineage.
+    pub fn meta(&mut self, lineage: &LineageId) -> Result<Option<LineageMeta>, StoreError> {
+        if let Some(m) = self.metas.get(lineage) {
+            return Ok(Some(m.clone()));
+        }
+        let Some(v) = self.o.get(T::Lineages, lineage.as_bytes())? else {
+            return Ok(None);
+        };
+        let meta = LineageMeta::decode(&v)
+            .ok_or_else(|| corrupt(T::Lineages, format!("summary of {lineage}")))?;
+        self.metas.insert(*lineage, meta.clone());
+        Ok(Some(meta))
+    }
+
+    fn meta_mut(&mut self, lineage: &LineageId) -> Result<&mut LineageMeta, StoreError> {
+        if self.meta(lineage)?.is_none() {
+            return Err(corrupt(
+                T::Lineages,
+                format!("no summary for lineage {lineage}"),
+            ));
+        }
+        self.dirty_metas.insert(*lineage);
+        self.metas
+            .get_mut(lineage)
+            .ok_or_else(|| corrupt(T::Lineages, "summary vanished"))
+    }
+
+    /// The generation of a complete patch.
+    pub fn generation(&self, id: &RecordId) -> Result<Option<u64>, StoreError> {
+        match self.o.get(T::Generations, id.as_bytes())? {
+            None => Ok(None),
+            Some(v) => keys::u64_value(&v)
+                .map(Some)
+                .ok_or_else(|| corrupt(T::Generations, format!("generation of {id}"))),
+        }
+    }
+
+    /// Votes cast on `patch` in `lineage`.
+    pub fn votes(&self, patch: &RecordId, lineage: &LineageId) -> Result<Vec<Vote>, StoreError> {
+        let prefix = keys::pair(patch.as_bytes(), lineage.as_bytes());
+        self.o
+            .scan_prefix(T::Validations, &prefix)?
+            .into_iter()
+            .map(|(k, v)| {
+                let id = keys::id_at(&k, 64);
+                let value = VoteValue::decode(&v);
+                match (id, value) {
+                    (Some(id), Some(v)) => Ok(Vote {
+                        author: v.author,
+                        timestamp: v.timestamp,
+                        id: RecordId(id),
+                        verdict: v.verdict,
+                    }),
+                    _ => Err(corrupt(T::Validations, format!("a vote on {patch}"))),
+                }
+            })
+            .collect()
+    }
+
+    /// The lineages in which `patch` has validations.
+    pub fn vote_lineages(&self, patch: &RecordId) -> Result<BTreeSet<LineageId>, StoreError> {
+        let mut out = BTreeSet::new();
+        for (k, _) in self.o.scan_prefix(T::Validations, patch.as_bytes())? {
+            let l = keys::id_at(&k, 32).ok_or_else(|| corrupt(T::Validations, "short key"))?;
+            out.insert(LineageId(l));
+        }
+        Ok(out)
+    }
+
+    /// Ids under a 32-byte prefix whose key is `prefix ‖ id` (the second id of a pair key).
+    pub fn second_ids(&self, t: T, prefix: &[u8; 32]) -> Result<Vec<[u8; 32]>, StoreError> {
+        self.o
+            .scan_prefix(t, prefix)?
+            .into_iter()
+            .map(|(k, _)| keys::id_at(&k, 32).ok_or_else(|| corrupt(t, "short key")))
+            .collect()
+    }
+
+    /// The stored status of a patch in a lineage.
+    pub fn status(
+        &self,
+        lineage: &LineageId,
+        patch: &RecordId,
+    ) -> Result<Option<PatchStatus>, StoreError> {
+        let key = keys::pair(lineage.as_bytes(), patch.as_bytes());
+        match self.o.get(T::Status, &key)? {
+            None => Ok(None),
+            Some(v) => match v.as_slice() {
+                [b] => keys::status_from_byte(*b)
+                    .map(Some)
+                    .ok_or_else(|| corrupt(T::Status, format!("status byte {b}"))),
+                _ => Err(corrupt(T::Status, "status of the wrong length")),
+            },
+        }
+    }
+
+    // ----- loading a record set for the from-scratch computation -----
+
+    /// The records `RecordSet::state(lineage)` depends on: the lineage's chain of charters, every
+    /// record of its family's lineages (only its chain if the family is not known), and every
+    /// present ancestor of those patches and of its fork heads. `None` without a charter.
+    pub fn load_set(&mut self, lineage: &LineageId) -> Result<Option<RecordSet>, StoreError> {
+        let Some(charter) = self.charter(lineage)? else {
+            return Ok(None);
+        };
+        let mut rs = RecordSet::new();
+        let mut lineages = BTreeSet::new();
+        // Walk up the chain of charters; a chain cannot be a cycle (a charter names its parent's
+        // id), and it is bounded by the number of stored lineages anyway.
+        let mut current = Some(*lineage);
+        while let Some(l) = current {
+            if !lineages.insert(l) {
+                break;
+            }
+            current = self.charter(&l)?.and_then(|c| c.fork.map(|f| f.parent));
+        }
+        if let Some(family) = self.meta(lineage)?.and_then(|m| m.family) {
+            for l in self.second_ids(T::Family, family.as_bytes())? {
+                lineages.insert(LineageId(l));
+            }
+        }
+        let mut stack: Vec<RecordId> = charter.fork.map(|f| f.heads).unwrap_or_default();
+        for l in &lineages {
+            for id in self.second_ids(T::LineageRecords, l.as_bytes())? {
+                if let Some(r) = self.record(&RecordId(id))? {
+                    if let Some(p) = r.as_patch() {
+                        stack.extend(p.parents.iter().copied());
+                    }
+                    rs.insert(&r);
+                }
+            }
+        }
+        // Ancestors, iteratively (no recursion over stored data).
+        let mut seen = BTreeSet::new();
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) || rs.patch(&id).is_some() {
+                continue;
+            }
+            if let Some(r) = self.record(&id)?
+                && let Some(p) = r.as_patch()
+            {
+                stack.extend(p.parents.iter().copied());
+                rs.insert(&r);
+            }
+        }
+        Ok(Some(rs))
+    }
+
+    // ----- ingesting -----
+
+    /// Ingests records not stored yet (the caller filtered duplicates), in the order charters,
+    /// patches, validations. Returns their ids.
+    pub fn ingest(&mut self, records: Vec<Record>) -> Result<Vec<RecordId>, StoreError> {
+        let mut fresh = Vec::with_capacity(records.len());
+        let mut seen = BTreeSet::new();
+        for r in records {
+            if seen.insert(r.id()) && !self.o.contains(T::Records, r.id().as_bytes())? {
+                fresh.push(r);
+            }
+        }
+        fresh.sort_by_key(|r| r.kind());
+        let ids = fresh.iter().map(Record::id).collect();
+        for r in fresh {
+            self.o
+                .insert(T::Records, r.id().as_bytes().to_vec(), r.bytes().to_vec());
+            self.records.insert(r.id(), r.clone());
+            match r.body() {
+                commons_core::Body::Charter(c) => self.add_charter(&r, c)?,
+                commons_core::Body::Patch(p) => self.add_patch(r.id(), p)?,
+                commons_core::Body::Validation(v) => self.add_validation(&r, v)?,
+            }
+        }
+        Ok(ids)
+    }
+
+    fn index_lineage(&mut self, lineage: &LineageId, id: &RecordId, kind: Kind) {
+        self.o.insert(
+            T::LineageRecords,
+            keys::pair(lineage.as_bytes(), id.as_bytes()),
+            vec![kind as u8],
+        );
+    }
+
+    fn add_charter(&mut self, record: &Record, charter: &Charter) -> Result<(), StoreError> {
+        let lineage = LineageId::from(record.id());
+        self.index_lineage(&lineage, &record.id(), Kind::Charter);
+        let mut meta = LineageMeta::new(record.timestamp());
+        meta.family = match &charter.fork {
+            None => Some(lineage),
+            Some(f) => {
+                self.o.insert(
+                    T::Forks,
+                    keys::pair(f.parent.as_bytes(), lineage.as_bytes()),
+                    vec![],
+                );
+                self.meta(&f.parent)?.and_then(|m| m.family)
+            }
+        };
+        self.metas.insert(lineage, meta.clone());
+        self.dirty_metas.insert(lineage);
+        tracing::debug!(target: "commons_store::state", %lineage, family = ?meta.family, "charter stored");
+
+        // Forks that were waiting for this charter join the family with it.
+        let mut joined = vec![lineage];
+        if let Some(family) = meta.family {
+            let mut i = 0;
+            while i < joined.len() {
+                let l = joined[i];
+                i += 1;
+                self.o.insert(
+                    T::Family,
+                    keys::pair(family.as_bytes(), l.as_bytes()),
+                    vec![],
+                );
+                self.meta_mut(&l)?.family = Some(family);
+                for child in self.second_ids(T::Forks, l.as_bytes())? {
+                    let child = LineageId(child);
+                    if self.meta(&child)?.is_some_and(|m| m.family.is_none()) {
+                        joined.push(child);
+                    }
+                }
+            }
+        }
+        for l in &joined {
+            self.rebuild(l)?;
+        }
+        if meta.family.is_some() {
+            // Patches proposed to the joined lineages now count in the family: refresh them where
+            // other lineages voted on them.
+            let joined_set: BTreeSet<LineageId> = joined.iter().copied().collect();
+            for l in &joined {
+                for (k, v) in self.o.scan_prefix(T::LineageRecords, l.as_bytes())? {
+                    if v.as_slice() != [Kind::Patch as u8] {
+                        continue;
+                    }
+                    let p = RecordId(
+                        keys::id_at(&k, 32)
+                            .ok_or_else(|| corrupt(T::LineageRecords, "short key"))?,
+                    );
+                    for voter in self.vote_lineages(&p)? {
+                        if !joined_set.contains(&voter) {
+                            self.refresh(&voter, &p)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn add_patch(&mut self, id: RecordId, patch: &Patch) -> Result<(), StoreError> {
+        self.index_lineage(&patch.lineage, &id, Kind::Patch);
+        for parent in &patch.parents {
+            self.o.insert(
+                T::Children,
+                keys::pair(parent.as_bytes(), id.as_bytes()),
+                vec![],
+            );
+        }
+        let completed = self.complete_from(id, patch)?;
+
+        // Forks whose base waited for this patch: recompute them from scratch.
+        for fork in self.second_ids(T::BaseWaits, id.as_bytes())? {
+            self.o
+                .remove(T::BaseWaits, keys::pair(id.as_bytes(), &fork));
+            tracing::debug!(target: "commons_store::state", fork = %LineageId(fork), patch = %id, "fork base patch arrived");
+            self.rebuild(&LineageId(fork))?;
+        }
+
+        self.refresh_everywhere(&id, patch.lineage)?;
+        for q in completed.into_iter().filter(|q| *q != id) {
+            if let Some(qp) = self.patch(&q)? {
+                self.refresh_everywhere(&q, qp.lineage)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Refreshes `patch` in its own lineage and in every lineage that voted on it.
+    fn refresh_everywhere(&mut self, patch: &RecordId, own: LineageId) -> Result<(), StoreError> {
+        let mut lineages = self.vote_lineages(patch)?;
+        lineages.insert(own);
+        for l in lineages {
+            self.refresh(&l, patch)?;
+        }
+        Ok(())
+    }
+
+    /// Records the generation of `id` if all its parents are complete, then of every descendant
+    /// that this completes. Returns the patches that became complete.
+    fn complete_from(&mut self, id: RecordId, patch: &Patch) -> Result<Vec<RecordId>, StoreError> {
+        let Some(generation) = self.generation_from_parents(patch)? else {
+            return Ok(vec![]);
+        };
+        self.o.insert(
+            T::Generations,
+            id.as_bytes().to_vec(),
+            generation.to_be_bytes().to_vec(),
+        );
+        let mut done = vec![id];
+        let mut i = 0;
+        while i < done.len() {
+            let x = done[i];
+            i += 1;
+            for child in self.second_ids(T::Children, x.as_bytes())? {
+                let child = RecordId(child);
+                if self.generation(&child)?.is_some() {
+                    continue;
+                }
+                let Some(cp) = self.patch(&child)? else {
+                    continue;
+                };
+                if let Some(g) = self.generation_from_parents(&cp)? {
+                    self.o.insert(
+                        T::Generations,
+                        child.as_bytes().to_vec(),
+                        g.to_be_bytes().to_vec(),
+                    );
+                    done.push(child);
+                }
+            }
+        }
+        if done.len() > 1 {
+            tracing::debug!(target: "commons_store::state", patch = %id, completed = done.len() - 1, "missing ancestor arrived");
+        }
+        Ok(done)
+    }
+
+    fn generation_from_parents(&self, patch: &Patch) -> Result<Option<u64>, StoreError> {
+        let mut generation = 0u64;
+        for parent in &patch.parents {
+            match self.generation(parent)? {
+                Some(g) => generation = generation.max(g.saturating_add(1)),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(generation))
+    }
+
+    fn add_validation(&mut self, record: &Record, v: &Validation) -> Result<(), StoreError> {
+        self.index_lineage(&v.lineage, &record.id(), Kind::Validation);
+        let value = VoteValue {
+            author: record.author(),
+            timestamp: record.timestamp(),
+            verdict: v.verdict,
+        };
+        self.o.insert(
+            T::Validations,
+            keys::validation_key(&v.patch, &v.lineage, &record.id()),
+            value.encode(),
+        );
+        self.refresh(&v.lineage, &v.patch)
+    }
+
+    fn family_of(&mut self, lineage: &LineageId) -> Result<Option<LineageId>, StoreError> {
+        Ok(self.meta(lineage)?.and_then(|m| m.family))
+    }
+
+    /// Brings the status of `patch` in `lineage` (and the lineage's accepted set, tree and log)
+    /// in line with the records now present. Idempotent; does nothing if either is missing.
+    pub fn refresh(&mut self, lineage: &LineageId, patch: &RecordId) -> Result<(), StoreError> {
+        let Some(meta) = self.meta(lineage)? else {
+            return Ok(());
+        };
+        let (Some(charter), Some(p)) = (self.charter(lineage)?, self.patch(patch)?) else {
+            return Ok(());
+        };
+        let in_base = self.o.contains(
+            T::ForkBase,
+            &keys::pair(lineage.as_bytes(), patch.as_bytes()),
+        )?;
+        let votes = self.votes(patch, lineage)?;
+        let in_family = meta.family.is_some() && self.family_of(&p.lineage)? == meta.family;
+        let counted = if in_base {
+            Some(VoteResult::Accepted)
+        } else if in_family {
+            Some(count_votes(&charter, &votes))
+        } else {
+            None
+        };
+        let listed = in_base
+            || p.lineage == *lineage
+            || votes
+                .iter()
+                .any(|v| charter.maintainers.binary_search(&v.author).is_ok());
+        let counted = counted.filter(|_| listed);
+
+        let key: Option<OrderKey> = self.generation(patch)?.map(|g| (g, *patch));
+        let want = counted == Some(VoteResult::Accepted) && key.is_some();
+        let logged = match &key {
+            Some(k) => self.o.get(T::Log, &keys::log_key(lineage, k))?,
+            None => None,
+        };
+        let changed = match (want, &logged, key) {
+            (true, None, Some(k)) => incremental::accept(&mut self.backend(*lineage), k)?,
+            (false, Some(_), Some(k)) => incremental::unaccept(&mut self.backend(*lineage), k)?,
+            _ => vec![],
+        };
+        for (id, outcome) in &changed {
+            self.set_status(lineage, id, Some(status_of(*outcome)))?;
+        }
+        let status = match counted {
+            None => None,
+            Some(VoteResult::Open) => Some(PatchStatus::Pending),
+            Some(VoteResult::Rejected) => Some(PatchStatus::Rejected),
+            Some(VoteResult::Accepted) if !want => Some(PatchStatus::Pending),
+            Some(VoteResult::Accepted) => {
+                let k = key.ok_or_else(|| corrupt(T::Generations, "lost a generation"))?;
+                let v = self
+                    .o
+                    .get(T::Log, &keys::log_key(lineage, &k))?
+                    .ok_or_else(|| corrupt(T::Log, "accepted patch missing from the log"))?;
+                let o = keys::outcome_value(&v).ok_or_else(|| corrupt(T::Log, "bad outcome"))?;
+                Some(status_of(o))
+            }
+        };
+        self.set_status(lineage, patch, status)
+    }
+
+    fn backend(&mut self, lineage: LineageId) -> Backend<'_, 'a> {
+        Backend { ctx: self, lineage }
+    }
+
+    fn set_status(
+        &mut self,
+        lineage: &LineageId,
+        patch: &RecordId,
+        new: Option<PatchStatus>,
+    ) -> Result<(), StoreError> {
+        let old = self.status(lineage, patch)?;
+        if old == new {
+            return Ok(());
+        }
+        let key = keys::pair(lineage.as_bytes(), patch.as_bytes());
+        let meta = self.meta_mut(lineage)?;
+        if let Some(old) = old {
+            let c = &mut meta.counts[usize::from(keys::status_byte(old))];
+            *c = c.saturating_sub(1);
+        }
+        if let Some(new) = new {
+            meta.counts[usize::from(keys::status_byte(new))] += 1;
+        }
+        if let Some(old) = old {
+            self.o
+                .remove(T::ByStatus, keys::by_status_key(lineage, old, patch));
+        }
+        match new {
+            Some(new) => {
+                self.o.insert(T::Status, key, vec![keys::status_byte(new)]);
+                self.o.insert(
+                    T::ByStatus,
+                    keys::by_status_key(lineage, new, patch),
+                    vec![],
+                );
+            }
+            None => self.o.remove(T::Status, key),
+        }
+        Ok(())
+    }
+
+    /// Recomputes the stored state of `lineage` from scratch and rewrites it. For the rare
+    /// events only: a charter arriving, a family becoming known, a fork base completing.
+    pub fn rebuild(&mut self, lineage: &LineageId) -> Result<(), StoreError> {
+        let Some(rs) = self.load_set(lineage)? else {
+            return Ok(());
+        };
+        let Some(state) = rs.state(lineage) else {
+            return Ok(());
+        };
+        bump(&self.counters.rebuilds, 1);
+        tracing::info!(target: "commons_store::state", %lineage, patches = state.statuses.len(), "lineage state recomputed from scratch");
+        for t in [T::Status, T::ByStatus, T::Files, T::Log, T::ForkBase] {
+            for (k, _) in self.o.scan_prefix(t, lineage.as_bytes())? {
+                self.o.remove(t, k);
+            }
+        }
+        for (id, s) in &state.statuses {
+            self.o.insert(
+                T::Status,
+                keys::pair(lineage.as_bytes(), id.as_bytes()),
+                vec![keys::status_byte(*s)],
+            );
+            self.o
+                .insert(T::ByStatus, keys::by_status_key(lineage, *s, id), vec![]);
+        }
+        for (k, outcome) in &state.applied {
+            self.o
+                .insert(T::Log, keys::log_key(lineage, k), vec![outcome.to_byte()]);
+        }
+        for (path, blob) in &state.tree.files {
+            self.o.insert(
+                T::Files,
+                keys::file_key(lineage, path),
+                blob.as_bytes().to_vec(),
+            );
+        }
+        self.accs
+            .insert(*lineage, Accumulator::of_tree(&state.tree.files));
+        if let Some(fork) = &state.charter.fork {
+            match rs.fork_base(fork) {
+                Some(base) => {
+                    for id in base {
+                        self.o.insert(
+                            T::ForkBase,
+                            keys::pair(lineage.as_bytes(), id.as_bytes()),
+                            vec![],
+                        );
+                    }
+                }
+                None => {
+                    for missing in missing_from_base(&rs, &fork.heads) {
+                        self.o.insert(
+                            T::BaseWaits,
+                            keys::pair(missing.as_bytes(), lineage.as_bytes()),
+                            vec![],
+                        );
+                    }
+                }
+            }
+        }
+        let counts = state.counts();
+        let meta = self.meta_mut(lineage)?;
+        meta.base_complete = state.base_complete;
+        meta.files = state.tree.files.len() as u64;
+        for (i, s) in keys::STATUSES.iter().enumerate() {
+            meta.counts[i] = counts.get(s).copied().unwrap_or(0) as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes the cached accumulators and summaries into the overlay and returns it.
+    pub fn finish(mut self) -> Overlay<'a> {
+        for (lineage, acc) in &self.accs {
+            self.o
+                .insert(T::Accumulators, lineage.as_bytes().to_vec(), acc.to_bytes());
+            if let Some(m) = self.metas.get_mut(lineage) {
+                m.root = acc.root();
+                self.dirty_metas.insert(*lineage);
+            }
+        }
+        for lineage in &self.dirty_metas {
+            if let Some(m) = self.metas.get(lineage) {
+                self.o
+                    .insert(T::Lineages, lineage.as_bytes().to_vec(), m.encode());
+            }
+        }
+        self.o
+    }
+
+    /// The accumulator of a lineage (cached for the batch).
+    fn accumulator(&mut self, lineage: &LineageId) -> Result<&mut Accumulator, StoreError> {
+        if !self.accs.contains_key(lineage) {
+            let acc = match self.o.get(T::Accumulators, lineage.as_bytes())? {
+                None => Accumulator::default(),
+                Some(v) => Accumulator::from_bytes(&v)
+                    .ok_or_else(|| corrupt(T::Accumulators, format!("accumulator of {lineage}")))?,
+            };
+            self.accs.insert(*lineage, acc);
+        }
+        self.accs
+            .get_mut(lineage)
+            .ok_or_else(|| corrupt(T::Accumulators, "accumulator vanished"))
+    }
+}
+
+fn status_of(o: Outcome) -> PatchStatus {
+    match o {
+        Outcome::Applied => PatchStatus::Accepted,
+        Outcome::Conflicted => PatchStatus::Conflicted,
+    }
+}
+
+/// The patches a fork base needs that are not in `rs`: the frontier of the walk from the heads.
+fn missing_from_base(rs: &RecordSet, heads: &[RecordId]) -> BTreeSet<RecordId> {
+    let mut missing = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    let mut stack = heads.to_vec();
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        match rs.patch(&id) {
+            Some(p) => stack.extend(p.parents.iter().copied()),
+            None => {
+                missing.insert(id);
+            }
+        }
+    }
+    missing
+}
+
+/// The incremental engine's view of one lineage's stored state.
+#[derive(Debug)]
+struct Backend<'c, 'a> {
+    ctx: &'c mut Ctx<'a>,
+    lineage: LineageId,
+}
+
+impl TreeRead for Backend<'_, '_> {
+    type Error = StoreError;
+
+    fn get(&self, path: &str) -> Result<Option<BlobHash>, StoreError> {
+        match self
+            .ctx
+            .o
+            .get(T::Files, &keys::file_key(&self.lineage, path))?
+        {
+            None => Ok(None),
+            Some(v) => keys::blob_value(&v)
+                .map(Some)
+                .ok_or_else(|| corrupt(T::Files, format!("blob of `{path}`"))),
+        }
+    }
+
+    fn under(&self, dir: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let prefix = keys::file_key(&self.lineage, &format!("{dir}/"));
+        self.ctx
+            .o
+            .scan(T::Files, &prefix, &prefix, limit)?
+            .into_iter()
+            .map(|(k, _)| {
+                // Every key of the scan starts with the 32-byte lineage prefix.
+                String::from_utf8(k[32..].to_vec()).map_err(|_| corrupt(T::Files, "path not UTF-8"))
+            })
+            .collect()
+    }
+}
+
+impl StateBackend for Backend<'_, '_> {
+    fn set(&mut self, path: &str, blob: Option<BlobHash>) -> Result<(), StoreError> {
+        let key = keys::file_key(&self.lineage, path);
+        let existed = self.ctx.o.contains(T::Files, &key)?;
+        match blob {
+            Some(h) => self.ctx.o.insert(T::Files, key, h.as_bytes().to_vec()),
+            None => self.ctx.o.remove(T::Files, key),
+        }
+        let meta = self.ctx.meta_mut(&self.lineage)?;
+        match (existed, blob.is_some()) {
+            (false, true) => meta.files += 1,
+            (true, false) => meta.files = meta.files.saturating_sub(1),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn accumulator(&mut self) -> Result<&mut Accumulator, StoreError> {
+        let lineage = self.lineage;
+        self.ctx.accumulator(&lineage)
+    }
+
+    fn log_from(&self, key: &OrderKey) -> Result<Vec<(OrderKey, Outcome)>, StoreError> {
+        let start = keys::log_key(&self.lineage, key);
+        let entries = self
+            .ctx
+            .o
+            .scan(T::Log, &start, self.lineage.as_bytes(), usize::MAX)?;
+        bump(&self.ctx.counters.log_entries_read, entries.len() as u64);
+        entries
+            .into_iter()
+            .map(|(k, v)| {
+                let key = keys::parse_log_key(&k).ok_or_else(|| corrupt(T::Log, "bad key"))?;
+                let o = keys::outcome_value(&v).ok_or_else(|| corrupt(T::Log, "bad outcome"))?;
+                Ok((key, o))
+            })
+            .collect()
+    }
+
+    fn log_get(&self, key: &OrderKey) -> Result<Option<Outcome>, StoreError> {
+        match self.ctx.o.get(T::Log, &keys::log_key(&self.lineage, key))? {
+            None => Ok(None),
+            Some(v) => keys::outcome_value(&v)
+                .map(Some)
+                .ok_or_else(|| corrupt(T::Log, "bad outcome")),
+        }
+    }
+
+    fn log_put(&mut self, key: &OrderKey, outcome: Outcome) -> Result<(), StoreError> {
+        self.ctx.o.insert(
+            T::Log,
+            keys::log_key(&self.lineage, key),
+            vec![outcome.to_byte()],
+        );
+        Ok(())
+    }
+
+    fn log_remove(&mut self, key: &OrderKey) -> Result<(), StoreError> {
+        self.ctx.o.remove(T::Log, keys::log_key(&self.lineage, key));
+        Ok(())
+    }
+
+    fn patch(&self, id: &RecordId) -> Result<Patch, StoreError> {
+        bump(&self.ctx.counters.patch_loads, 1);
+        // `patch` takes `&self`; read without filling the cache.
+        if let Some(r) = self.ctx.records.get(id) {
+            return r
+                .as_patch()
+                .cloned()
+                .ok_or_else(|| corrupt(T::Log, format!("{id} in the log is not a patch")));
+        }
+        let bytes =
+            self.ctx.o.get(T::Records, id.as_bytes())?.ok_or_else(|| {
+                corrupt(T::Log, format!("the log names {id}, which is not stored"))
+            })?;
+        bump(&self.ctx.counters.records_decoded, 1);
+        let record = Record::decode(&bytes).map_err(|e| StoreError::CorruptRecord {
+            id: *id,
+            reason: e.to_string(),
+        })?;
+        record
+            .as_patch()
+            .cloned()
+            .ok_or_else(|| corrupt(T::Log, format!("{id} in the log is not a patch")))
+    }
+}

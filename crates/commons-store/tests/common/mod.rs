@@ -1,0 +1,202 @@
+//! Helpers shared by the store's integration tests: fixed keys, record builders, and the check
+//! that a lineage's stored incremental state equals its state computed from scratch.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use commons_core::state::{LineageState, PatchStatus, RecordSet};
+use commons_core::{
+    BlobHash, Body, Change, Charter, ForkBase, LineageId, Patch, PublicKey, Record, RecordId,
+    SecretKey, Validation, Verdict,
+};
+use commons_store::Store;
+
+/// A fixed key.
+pub fn key(n: u8) -> SecretKey {
+    SecretKey::from_seed([n; 32])
+}
+
+/// Public keys, sorted (as a charter wants them).
+pub fn maintainers(keys: &[&SecretKey]) -> Vec<PublicKey> {
+    let mut v: Vec<PublicKey> = keys.iter().map(|k| k.public()).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// A signed charter.
+pub fn charter(
+    by: &SecretKey,
+    ts: u64,
+    name: &str,
+    maintainers: Vec<PublicKey>,
+    threshold: u16,
+    fork: Option<ForkBase>,
+) -> Record {
+    Record::sign(
+        by,
+        ts,
+        Body::Charter(Charter {
+            name: name.into(),
+            summary: String::new(),
+            license: "CC0-1.0".into(),
+            maintainers,
+            threshold,
+            fork,
+        }),
+    )
+    .expect("valid charter")
+}
+
+/// A blob hash standing for content `n`.
+pub fn blob(n: u64) -> BlobHash {
+    BlobHash::of(&n.to_le_bytes())
+}
+
+/// A signed patch. `changes` need not be sorted.
+pub fn patch(
+    by: &SecretKey,
+    ts: u64,
+    lineage: LineageId,
+    mut parents: Vec<RecordId>,
+    changes: Vec<(String, Option<BlobHash>, Option<BlobHash>)>,
+    message: &str,
+) -> Record {
+    parents.sort();
+    parents.dedup();
+    let mut changes: Vec<Change> = changes
+        .into_iter()
+        .map(|(path, before, after)| Change {
+            path,
+            before,
+            after,
+        })
+        .collect();
+    changes.sort_by(|a, b| a.path.cmp(&b.path));
+    Record::sign(
+        by,
+        ts,
+        Body::Patch(Patch {
+            lineage,
+            parents,
+            changes,
+            message: message.into(),
+        }),
+    )
+    .expect("valid patch")
+}
+
+/// A signed validation.
+pub fn validation(
+    by: &SecretKey,
+    ts: u64,
+    lineage: LineageId,
+    patch: RecordId,
+    accept: bool,
+) -> Record {
+    Record::sign(
+        by,
+        ts,
+        Body::Validation(Validation {
+            lineage,
+            patch,
+            verdict: if accept {
+                Verdict::Accept
+            } else {
+                Verdict::Reject
+            },
+            note: String::new(),
+        }),
+    )
+    .expect("valid validation")
+}
+
+/// Asserts that everything the store keeps about `lineage` equals `expected`.
+pub fn assert_state_eq(store: &Store, lineage: &LineageId, expected: &LineageState, context: &str) {
+    let statuses: BTreeMap<RecordId, PatchStatus> =
+        store.patches(lineage, None).unwrap().into_iter().collect();
+    assert_eq!(statuses, expected.statuses, "{context}: statuses");
+    for s in [
+        PatchStatus::Pending,
+        PatchStatus::Accepted,
+        PatchStatus::Rejected,
+        PatchStatus::Conflicted,
+    ] {
+        let by_status: Vec<RecordId> = store
+            .patches(lineage, Some(s))
+            .unwrap()
+            .into_iter()
+            .map(|(id, got)| {
+                assert_eq!(got, s);
+                id
+            })
+            .collect();
+        let want: Vec<RecordId> = expected
+            .statuses
+            .iter()
+            .filter(|(_, x)| **x == s)
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(by_status, want, "{context}: status index for {s}");
+    }
+    assert_eq!(
+        store.tree(lineage).unwrap(),
+        expected.tree.files,
+        "{context}: tree"
+    );
+    let history: Vec<_> = expected.applied.iter().map(|(k, o)| (k.1, *o)).collect();
+    assert_eq!(
+        store.history(lineage).unwrap(),
+        history,
+        "{context}: history"
+    );
+    let summary = store.lineage(lineage).unwrap().expect("summary");
+    assert_eq!(summary.root, expected.root, "{context}: root");
+    assert_eq!(summary.counts, expected.counts(), "{context}: counts");
+    assert_eq!(
+        summary.files,
+        expected.tree.files.len() as u64,
+        "{context}: files"
+    );
+    assert_eq!(summary.family, expected.family, "{context}: family");
+    assert_eq!(
+        summary.fork_point, expected.fork_point,
+        "{context}: fork point"
+    );
+}
+
+/// Asserts that the stored state of `lineage` equals the store's own from-scratch computation.
+pub fn assert_matches_scratch(store: &Store, lineage: &LineageId, context: &str) {
+    let expected = store
+        .state_from_scratch(lineage)
+        .unwrap()
+        .expect("lineage known");
+    assert_state_eq(store, lineage, &expected, context);
+}
+
+/// Asserts that every lineage the store knows matches both the store's from-scratch state and
+/// the state computed from `all` (every record delivered so far, in a fresh `RecordSet`).
+pub fn assert_all_lineages(store: &Store, all: &[Record], context: &str) {
+    let mut rs = RecordSet::new();
+    for r in all {
+        rs.insert(r);
+    }
+    let lineages = store.lineages().unwrap();
+    assert_eq!(
+        lineages.len(),
+        rs.lineages().count(),
+        "{context}: number of lineages"
+    );
+    for s in lineages {
+        let context = format!("{context}, lineage {}", s.charter.name);
+        assert_matches_scratch(store, &s.lineage, &context);
+        let reference = rs.state(&s.lineage).expect("charter delivered");
+        assert_state_eq(
+            store,
+            &s.lineage,
+            &reference,
+            &format!("{context} (full set)"),
+        );
+    }
+}

@@ -1,0 +1,151 @@
+//! Crash safety: a child process writes records and prints each id once `put` returned; the test
+//! kills it with SIGKILL at random moments, reopens the store, and checks that every acknowledged
+//! record is there, that the store opens, and that every lineage's state equals from-scratch.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use commons_core::RecordId;
+use commons_store::Store;
+
+const ROUNDS: u64 = 20;
+/// Longest wait for the child to make progress before the test gives up.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::getrandom(&mut b).expect("random seed");
+    u64::from_le_bytes(b)
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+#[test]
+fn acknowledged_records_survive_sigkill() {
+    let seed = seed();
+    eprintln!("crash test seed {seed}");
+    let mut rng = Rng(seed | 1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut acked: BTreeSet<RecordId> = BTreeSet::new();
+    let mut kills_mid_write = 0;
+
+    for round in 0..ROUNDS {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_commons-store-crashtest"))
+            .arg("write")
+            .arg(dir.path())
+            .arg((round + 1).to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+
+        let target = 1 + rng.below(40) as usize;
+        let delay = Duration::from_micros(rng.below(30_000));
+        let mut seen = 0usize;
+        let record = |line: String, acked: &mut BTreeSet<RecordId>| {
+            // A line cut by the kill is not an acknowledgement; ids are written whole.
+            if let Ok(id) = line.trim().parse::<RecordId>() {
+                acked.insert(id);
+                return true;
+            }
+            false
+        };
+        // Wait for a random number of acknowledgements...
+        let give_up = Instant::now() + PATIENCE;
+        let mut exited = false;
+        while seen < target {
+            let left = give_up.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "round {round}: the writer made no progress"
+            );
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if record(line, &mut acked) {
+                        seen += 1;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    exited = true;
+                    break;
+                }
+            }
+        }
+        // ...then let it run for a random time, still collecting, and kill it mid-flight.
+        let kill_at = Instant::now() + delay;
+        while !exited {
+            let left = kill_at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    record(line, &mut acked);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => exited = true,
+            }
+        }
+        // `Child::kill` is SIGKILL on Unix.
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        if !status.success() {
+            kills_mid_write += 1;
+        }
+        // Everything printed before the kill was acknowledged.
+        reader.join().unwrap();
+        while let Ok(line) = rx.try_recv() {
+            record(line, &mut acked);
+        }
+
+        let store = Store::open(dir.path())
+            .unwrap_or_else(|e| panic!("round {round}: the store does not open: {e}"));
+        for id in &acked {
+            assert!(
+                store.contains(id).unwrap(),
+                "round {round}: acknowledged record {id} was lost"
+            );
+        }
+        for s in store.lineages().unwrap() {
+            common::assert_matches_scratch(&store, &s.lineage, &format!("round {round}"));
+        }
+        store.close().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let lineages = store.lineages().unwrap().len();
+    eprintln!(
+        "{} records acknowledged over {ROUNDS} rounds, {kills_mid_write} killed mid-flight, {lineages} lineages",
+        acked.len()
+    );
+    drop(store);
+    assert!(acked.len() > ROUNDS as usize, "too few records written");
+    assert!(
+        kills_mid_write > 0,
+        "the writer was never killed mid-flight"
+    );
+}
