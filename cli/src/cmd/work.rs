@@ -1,0 +1,429 @@
+//! Working copies: `checkout`, `status`, `propose`, `update`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::path::Path;
+
+use commons_core::{BlobHash, Body, Change, LineageId, Patch, Record, RecordId, StateRoot};
+use serde::Serialize;
+
+use crate::backend::Backend;
+use crate::ctx::{Ctx, note, now_ms};
+use crate::error::{CliError, Result};
+use crate::resolve;
+use crate::worktree::{self, Checkout, LocalChanges};
+
+#[derive(Serialize)]
+struct CheckedOut {
+    lineage: LineageId,
+    name: String,
+    dir: String,
+    files: usize,
+    root: StateRoot,
+    heads: Vec<RecordId>,
+}
+
+fn check_blobs<'a>(
+    backend: &dyn Backend,
+    hashes: impl IntoIterator<Item = (&'a String, &'a BlobHash)>,
+) -> Result<()> {
+    let mut missing = Vec::new();
+    for (path, h) in hashes {
+        if !backend.has_blob(h)? {
+            missing.push(path.as_str());
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::not_found(format!(
+        "the content of {} file(s) is not in this home: {}{}",
+        missing.len(),
+        missing.iter().take(5).copied().collect::<Vec<_>>().join(", "),
+        if missing.len() > 5 { ", …" } else { "" }
+    ))
+    .hint("import a bundle that carries the files (`commons bundle import FILE`); nothing was written"))
+}
+
+fn write_blob(backend: &dyn Backend, root: &Path, path: &str, hash: &BlobHash) -> Result<()> {
+    let target = worktree::disk_path(root, path);
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent)
+            .map_err(|e| CliError::error(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    let mut blob = backend.open_blob(hash)?.ok_or_else(|| {
+        CliError::not_found(format!(
+            "the content of {path} ({hash}) is not in this home"
+        ))
+        .hint("import a bundle that carries it")
+    })?;
+    worktree::write_atomic(&target, &mut blob.reader)
+}
+
+/// `commons checkout ID DIR`.
+pub fn checkout(ctx: &Ctx, id: &str, dir: &Path) -> Result<()> {
+    let backend = ctx.backend()?;
+    let summary = resolve::lineage(backend, id)?;
+    if !worktree::is_absent_or_empty(dir)? {
+        return Err(CliError::refused(format!(
+            "{} exists and is not empty; checkout only writes into a new or empty directory",
+            dir.display()
+        ))
+        .hint(
+            "choose another directory, or run `commons update DIR` in an existing working copy",
+        ));
+    }
+    let tree = backend.tree(&summary.lineage)?;
+    check_blobs(backend, &tree)?;
+    fs::create_dir_all(dir)
+        .map_err(|e| CliError::error(format!("cannot create {}: {e}", dir.display())))?;
+    for (path, hash) in &tree {
+        write_blob(backend, dir, path, hash)?;
+    }
+    let meta = Checkout::new(
+        summary.lineage,
+        summary.fork_point.heads.clone(),
+        summary.root,
+        tree,
+    );
+    meta.save(dir)?;
+    let out = CheckedOut {
+        lineage: summary.lineage,
+        name: summary.charter.name.clone(),
+        dir: dir.display().to_string(),
+        files: meta.base.len(),
+        root: summary.root,
+        heads: meta.heads.clone(),
+    };
+    ctx.emit(&out, || {
+        format!(
+            "Checked out \"{}\" ({} file(s)) into {}.\nState root {}\nEdit files, then `commons status {}` and `commons propose {} -m MESSAGE`.",
+            out.name, out.files, out.dir, out.root, out.dir, out.dir
+        )
+    })
+}
+
+#[derive(Serialize)]
+struct StatusView {
+    lineage: LineageId,
+    name: Option<String>,
+    dir: String,
+    #[serde(flatten)]
+    changes: LocalChanges,
+    clean: bool,
+    base_root: StateRoot,
+    current_root: Option<StateRoot>,
+    behind: bool,
+    skipped: Vec<String>,
+}
+
+/// A working copy as found on disk.
+struct Local {
+    meta: Checkout,
+    files: BTreeMap<String, BlobHash>,
+    changes: LocalChanges,
+    skipped: Vec<String>,
+}
+
+fn local_state(dir: &Path) -> Result<Local> {
+    let meta = Checkout::load(dir)?;
+    let (files, skipped) = worktree::scan(dir)?;
+    let changes = worktree::changes(&meta.base, &files);
+    Ok(Local {
+        meta,
+        files,
+        changes,
+        skipped,
+    })
+}
+
+/// `commons status DIR`.
+pub fn status(ctx: &Ctx, dir: &Path) -> Result<()> {
+    let Local {
+        meta,
+        changes,
+        skipped,
+        ..
+    } = local_state(dir)?;
+    let summary = ctx.backend()?.lineage(&meta.lineage)?;
+    let v = StatusView {
+        lineage: meta.lineage,
+        name: summary.as_ref().map(|s| s.charter.name.clone()),
+        dir: dir.display().to_string(),
+        clean: changes.is_empty(),
+        changes,
+        base_root: meta.root,
+        current_root: summary.as_ref().map(|s| s.root),
+        behind: summary.as_ref().is_some_and(|s| s.root != meta.root),
+        skipped,
+    };
+    ctx.emit(&v, || {
+        let mut t = format!(
+            "On \"{}\" ({}), base state root {}\n",
+            v.name.as_deref().unwrap_or("unknown commons"),
+            v.lineage.short(),
+            v.base_root.short()
+        );
+        if v.clean {
+            t.push_str("No local changes.\n");
+        } else {
+            for (label, list) in [
+                ("added:   ", &v.changes.added),
+                ("modified:", &v.changes.modified),
+                ("deleted: ", &v.changes.deleted),
+            ] {
+                for p in list {
+                    t.push_str(&format!("  {label} {p}\n"));
+                }
+            }
+            t.push_str(&format!(
+                "Propose them with `commons propose {} -m MESSAGE`.\n",
+                v.dir
+            ));
+        }
+        for s in &v.skipped {
+            t.push_str(&format!("  ignored:  {s} (not a regular file)\n"));
+        }
+        if v.behind {
+            t.push_str(&format!(
+                "The commons has moved on since this base: `commons update {}` brings it in.\n",
+                v.dir
+            ));
+        }
+        t
+    })
+}
+
+#[derive(Serialize)]
+struct Proposed {
+    patch: RecordId,
+    lineage: LineageId,
+    parents: Vec<RecordId>,
+    #[serde(flatten)]
+    changes: LocalChanges,
+}
+
+/// `commons propose DIR -m MSG`.
+pub fn propose(ctx: &Ctx, dir: &Path, message: &str) -> Result<()> {
+    if message.trim().is_empty() {
+        return Err(CliError::usage("the patch message is empty")
+            .hint("say what the patch does and why with -m MESSAGE"));
+    }
+    let Local {
+        meta,
+        files: local,
+        changes,
+        ..
+    } = local_state(dir)?;
+    if changes.is_empty() {
+        return Err(CliError::error(format!(
+            "nothing to propose: {} has no local changes against its base",
+            dir.display()
+        ))
+        .hint("edit, add or delete files first; `commons status DIR` lists what changed"));
+    }
+    let identity = ctx.identity()?;
+    let backend = ctx.backend()?;
+    let mut list = Vec::new();
+    for path in changes.paths() {
+        let after = match local.get(path) {
+            Some(_) => {
+                let file = worktree::disk_path(dir, path);
+                let mut f = File::open(&file)
+                    .map_err(|e| CliError::error(format!("cannot read {}: {e}", file.display())))?;
+                Some(backend.put_blob(&mut f)?)
+            }
+            None => None,
+        };
+        let before = meta.base.get(path).copied();
+        if before != after {
+            list.push(Change {
+                path: path.to_owned(),
+                before,
+                after,
+            });
+        }
+    }
+    if list.is_empty() {
+        return Err(CliError::error(
+            "nothing to propose: the files changed back while reading them",
+        )
+        .hint("run `commons status DIR` and try again"));
+    }
+    let record = Record::sign(
+        &identity.author,
+        now_ms(),
+        Body::Patch(Patch {
+            lineage: meta.lineage,
+            parents: meta.heads.clone(),
+            changes: list,
+            message: message.to_owned(),
+        }),
+    )?;
+    let id = record.id();
+    backend.put(vec![record])?;
+    let out = Proposed {
+        patch: id,
+        lineage: meta.lineage,
+        parents: meta.heads.clone(),
+        changes,
+    };
+    let story = format!(
+        "Proposed patch {} ({} added, {} modified, {} deleted).\n\
+         A maintainer accepts it with `commons validate {} --accept`; share it with `commons bundle export {} FILE`.\n\
+         Your working copy keeps its base; `commons update {}` brings the patch in once it is accepted.",
+        id.short(),
+        out.changes.added.len(),
+        out.changes.modified.len(),
+        out.changes.deleted.len(),
+        id.short(),
+        meta.lineage.short(),
+        dir.display()
+    );
+    ctx.emit_made(&out, &id.to_string(), &story)
+}
+
+#[derive(Serialize)]
+struct Updated {
+    lineage: LineageId,
+    written: Vec<String>,
+    removed: Vec<String>,
+    kept: Vec<String>,
+    root: StateRoot,
+    heads: Vec<RecordId>,
+    up_to_date: bool,
+}
+
+/// `commons update DIR`: moves the base to the newest canonical state, keeping local changes;
+/// refuses (changing nothing) where a local change and an incoming one touch the same file.
+pub fn update(ctx: &Ctx, dir: &Path) -> Result<()> {
+    let Local {
+        meta,
+        files: local,
+        changes,
+        ..
+    } = local_state(dir)?;
+    let backend = ctx.backend()?;
+    let summary = backend.lineage(&meta.lineage)?.ok_or_else(|| {
+        CliError::not_found(format!("commons {} is not in this home", meta.lineage))
+            .hint("import its bundle with `commons bundle import FILE`")
+    })?;
+    let new = backend.tree(&summary.lineage)?;
+    let paths: BTreeSet<&String> = meta
+        .base
+        .keys()
+        .chain(new.keys())
+        .chain(local.keys())
+        .collect();
+    let mut writes: BTreeMap<String, BlobHash> = BTreeMap::new();
+    let mut removals: Vec<String> = Vec::new();
+    let mut conflicts: Vec<String> = Vec::new();
+    for path in paths {
+        let base = meta.base.get(path);
+        let incoming = new.get(path);
+        let mine = local.get(path);
+        if incoming == base {
+            continue;
+        }
+        if mine == base {
+            match incoming {
+                Some(h) => {
+                    writes.insert(path.clone(), *h);
+                }
+                None => removals.push(path.clone()),
+            }
+        } else if mine != incoming {
+            conflicts.push(path.clone());
+        }
+    }
+    // A file to write must not clash with a file or directory on disk that stays.
+    let removed: BTreeSet<&str> = removals.iter().map(String::as_str).collect();
+    for path in writes.keys() {
+        let ancestor_stays = path
+            .match_indices('/')
+            .map(|(i, _)| &path[..i])
+            .any(|a| local.contains_key(a) && !removed.contains(a));
+        let prefix = format!("{path}/");
+        let mut under = local.keys().filter(|k| k.starts_with(&prefix)).peekable();
+        let dir_stays = match under.peek() {
+            Some(_) => under.any(|k| !removed.contains(k.as_str())),
+            None => worktree::disk_path(dir, path).is_dir(),
+        };
+        if ancestor_stays || dir_stays {
+            conflicts.push(path.clone());
+        }
+    }
+    if !conflicts.is_empty() {
+        conflicts.sort();
+        conflicts.dedup();
+        let list: String = conflicts.iter().map(|p| format!("\n  {p}")).collect();
+        return Err(CliError::conflict(format!(
+            "update would overwrite local changes; these files changed both here and in \"{}\":{list}\nNothing was changed.",
+            summary.charter.name
+        ))
+        .hint(format!(
+            "save your versions elsewhere, undo them in {} (or propose them with `commons propose`), then run `commons update` again",
+            dir.display()
+        )));
+    }
+    check_blobs(backend, &writes)?;
+    for path in &removals {
+        worktree::remove_file(dir, path)?;
+    }
+    for (path, hash) in &writes {
+        write_blob(backend, dir, path, hash)?;
+    }
+    let up_to_date = writes.is_empty() && removals.is_empty() && meta.root == summary.root;
+    let new_meta = Checkout::new(
+        summary.lineage,
+        summary.fork_point.heads.clone(),
+        summary.root,
+        new,
+    );
+    new_meta.save(dir)?;
+    // What remains local after the move.
+    let (now_local, _) = worktree::scan(dir)?;
+    let kept: Vec<String> = worktree::changes(&new_meta.base, &now_local)
+        .paths()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    if !changes.is_empty() && kept.len() < changes.paths().len() && !ctx.json {
+        note("Some of your local changes are now part of the commons.");
+    }
+    let out = Updated {
+        lineage: summary.lineage,
+        written: writes.into_keys().collect(),
+        removed: removals,
+        kept,
+        root: summary.root,
+        heads: new_meta.heads.clone(),
+        up_to_date,
+    };
+    ctx.emit(&out, || {
+        if out.up_to_date {
+            return format!(
+                "Already up to date with \"{}\" (state root {}).",
+                summary.charter.name,
+                out.root.short()
+            );
+        }
+        let mut t = format!(
+            "Updated to the newest state of \"{}\": {} file(s) written, {} removed.\n",
+            summary.charter.name,
+            out.written.len(),
+            out.removed.len()
+        );
+        for p in &out.written {
+            t.push_str(&format!("  updated: {p}\n"));
+        }
+        for p in &out.removed {
+            t.push_str(&format!("  removed: {p}\n"));
+        }
+        for p in &out.kept {
+            t.push_str(&format!("  kept local change: {p}\n"));
+        }
+        t.push_str(&format!("State root {}", out.root));
+        t
+    })
+}

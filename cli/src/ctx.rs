@@ -1,0 +1,160 @@
+//! The context every command runs in: the home, the output mode, the backend (opened on first
+//! use) and small output helpers.
+
+use std::cell::OnceCell;
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use commons_store::home::{Home, Identity};
+use serde::Serialize;
+
+use crate::backend::{Backend, LocalBackend};
+use crate::error::{CliError, Result};
+
+/// What a command runs against.
+pub struct Ctx {
+    /// The home (keys and store).
+    pub home: Home,
+    /// Print JSON instead of text.
+    pub json: bool,
+    backend: OnceCell<Box<dyn Backend>>,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("home", &self.home)
+            .field("json", &self.json)
+            .finish()
+    }
+}
+
+impl Ctx {
+    /// A context over `home`.
+    pub fn new(home: Home, json: bool) -> Self {
+        Self {
+            home,
+            json,
+            backend: OnceCell::new(),
+        }
+    }
+
+    /// A context with a given backend (for a daemon client, or tests).
+    pub fn with_backend(home: Home, json: bool, backend: Box<dyn Backend>) -> Self {
+        let ctx = Self::new(home, json);
+        // The cell was just created empty, so this cannot fail.
+        let _ = ctx.backend.set(backend);
+        ctx
+    }
+
+    /// The backend, opening the local store on first use.
+    pub fn backend(&self) -> Result<&dyn Backend> {
+        if let Some(b) = self.backend.get() {
+            return Ok(b.as_ref());
+        }
+        let opened: Box<dyn Backend> = Box::new(LocalBackend::open(&self.home.store_dir())?);
+        Ok(self.backend.get_or_init(|| opened).as_ref())
+    }
+
+    /// The identity of this home (its author key signs).
+    pub fn identity(&self) -> Result<Identity> {
+        Ok(self.home.load_identity()?)
+    }
+
+    /// Flushes and closes the backend if it was opened.
+    pub fn finish(self) -> Result<()> {
+        if let Some(b) = self.backend.get() {
+            b.close()?;
+        }
+        Ok(())
+    }
+
+    /// Prints `value` as JSON in `--json` mode, else the text `human` makes.
+    pub fn emit<T: Serialize>(&self, value: &T, human: impl FnOnce() -> String) -> Result<()> {
+        let text = if self.json {
+            serde_json::to_string_pretty(value)
+                .map_err(|e| CliError::error(format!("cannot encode JSON: {e}")))?
+        } else {
+            human()
+        };
+        out(&text)
+    }
+
+    /// For commands that make something: the id alone on stdout (so `X=$(commons …)` works),
+    /// the story on stderr; or everything as JSON on stdout.
+    pub fn emit_made<T: Serialize>(&self, value: &T, id: &str, story: &str) -> Result<()> {
+        if self.json {
+            return self.emit(value, String::new);
+        }
+        note(story);
+        out(id)
+    }
+}
+
+/// Prints a line (or lines) on stdout. A closed pipe is not an error worth a message.
+pub fn out(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    let res = if text.is_empty() || text.ends_with('\n') {
+        stdout.write_all(text.as_bytes())
+    } else {
+        writeln!(stdout, "{text}")
+    };
+    match res.and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(CliError::error(format!("cannot write output: {e}"))),
+    }
+}
+
+/// Prints a note for people on stderr.
+pub fn note(text: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = if text.ends_with('\n') {
+        stderr.write_all(text.as_bytes())
+    } else {
+        writeln!(stderr, "{text}")
+    };
+}
+
+/// Milliseconds since the Unix epoch, for record timestamps.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// `YYYY-MM-DD HH:MM UTC` for a timestamp in milliseconds.
+pub fn format_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        (rem % 3600) / 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_dates() {
+        assert_eq!(format_time(0), "1970-01-01 00:00 UTC");
+        // 2026-11-22 01:48:00 UTC.
+        assert_eq!(format_time(1_795_312_080_000), "2026-11-22 01:48 UTC");
+        assert_eq!(format_time(951_782_400_000), "2000-02-29 00:00 UTC");
+    }
+}

@@ -1,0 +1,66 @@
+//! The `commons` command-line tool as a library: argument parsing ([`args`]), the commands
+//! ([`cmd`]) and the pieces they share (working copies, bundles, diffs, id resolution).
+//!
+//! Commands reach records and blobs only through [`backend::Backend`]; today that is the local
+//! store ([`backend::LocalBackend`]), later a client of the daemon's control socket.
+//!
+//! Errors are [`error::CliError`]s: printed as `error: …` with a `hint: …` line, and mapped to
+//! the exit codes in [`error::EXIT_CODES_HELP`].
+
+pub mod args;
+pub mod backend;
+pub mod bundle;
+pub mod cmd;
+pub mod ctx;
+pub mod diff;
+pub mod error;
+pub mod patchset;
+pub mod resolve;
+pub mod worktree;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use commons_store::home::Home;
+
+use crate::args::{Cli, Command};
+use crate::ctx::Ctx;
+use crate::error::CliError;
+
+/// Parses `argv`, runs the command, prints any error, and returns the exit code.
+pub fn run<I, T>(argv: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with code 0; usage errors to stderr with code 2.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    match execute(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(e.kind.code())
+        }
+    }
+}
+
+/// Runs a parsed command line against the local store of the selected home.
+pub fn execute(cli: Cli) -> Result<(), CliError> {
+    if let Command::Completions { shell } = cli.command {
+        let mut cmd = Cli::command();
+        clap_complete::generate(shell, &mut cmd, "commons", &mut std::io::stdout());
+        return Ok(());
+    }
+    let home = Home::resolve(cli.home.as_deref())?;
+    let ctx = Ctx::new(home, cli.json);
+    let result = cmd::run(&ctx, cli.command);
+    let closed = ctx.finish();
+    result.and(closed)
+}
