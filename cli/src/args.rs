@@ -17,6 +17,8 @@ Examples:
 
 Ids may be shortened to a unique prefix of at least 4 hex digits; a commons may also be named.
 The home (keys and store) is --home DIR, else $COMMONS_HOME, else commons/ in the data directory.
+When commonsd runs with the home, every command goes through it; `commons node status`,
+`commons follow ID` and `commons sync ID` need it. `commons demo` shows three nodes at work.
 ";
 
 /// `commons`: a node for commons-based peer production. Found a commons, contribute patches,
@@ -140,6 +142,41 @@ Examples:
     /// Exchange commons without a network.
     #[command(subcommand)]
     Bundle(BundleCommand),
+    /// The running node (`commonsd`) of this home: status, peers, connect.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Follow a commons: the node pulls it (and its forks) from peers now and keeps it current.
+    #[command(after_help = "\
+Examples:
+  commons follow 3f2a5c0e9d7b4a1f8e6c2d0b9a7f5e3c1d9b7a5f3e1c0d8b6a4f2e0c9d7b5a31
+  commons follow \"Seed Library\"
+
+A full 64-digit id may name a commons this home has not seen yet. Needs a running commonsd.")]
+    Follow {
+        /// Id (full, or a unique prefix if known here) or name of the commons.
+        id: String,
+    },
+    /// Stop following a commons (what is stored stays).
+    #[command(after_help = "Example:\n  commons unfollow 3f2a\n\nNeeds a running commonsd.")]
+    Unfollow {
+        /// Id, unique id prefix, or name of the commons.
+        id: String,
+    },
+    /// Pull a commons and its forks from the connected peers now.
+    #[command(after_help = "Example:\n  commons sync 3f2a --json\n\nNeeds a running commonsd.")]
+    Sync {
+        /// Id (full, or a unique prefix if known here) or name of the commons.
+        id: String,
+    },
+    /// Start three commonsd nodes on loopback and play the whole story across them.
+    #[command(after_help = "\
+Example:
+  commons demo
+  COMMONSD_BIN=target/debug/commonsd commons demo
+
+Uses temporary homes, removed at the end. commonsd is $COMMONSD_BIN, else the one next to
+this executable, else the one on the PATH.")]
+    Demo,
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  commons completions bash > ~/.local/share/bash-completion/completions/commons"
@@ -173,6 +210,25 @@ pub enum PatchCommand {
     Show {
         /// Id or unique id prefix of the patch.
         patch: String,
+    },
+}
+
+/// `commons node …`: they need a running `commonsd` (exit code 7 otherwise).
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Peer id, node key, listen addresses, peers, followed commons and store size.
+    #[command(after_help = "Example:\n  commons node status --json")]
+    Status,
+    /// The connected peers and their addresses.
+    #[command(after_help = "Example:\n  commons node peers")]
+    Peers,
+    /// Dial a peer.
+    #[command(
+        after_help = "Example:\n  commons node connect /ip4/192.0.2.7/tcp/4001/p2p/12D3KooW…"
+    )]
+    Connect {
+        /// Its multiaddr, with /p2p/PEER_ID.
+        addr: String,
     },
 }
 

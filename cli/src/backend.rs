@@ -1,8 +1,9 @@
 //! Where commands get and put records and blobs.
 //!
-//! Commands talk to a [`Backend`], never to the store directly. Today the only backend is
-//! [`LocalBackend`], which opens the store in the home (no daemon, no network). A later backend
-//! will speak to `commonsd` over its control socket; the commands will not change.
+//! Commands talk to a [`Backend`], never to the store directly. When a `commonsd` runs with the
+//! home, the backend is [`DaemonBackend`], a client of its control socket; otherwise it is
+//! [`LocalBackend`], which opens the store in the home itself (no network). The commands are the
+//! same either way; [`Ctx::backend`](crate::ctx::Ctx::backend) chooses.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -10,8 +11,9 @@ use std::io::Read;
 use commons_core::state::PatchStatus;
 use commons_core::tree::Outcome;
 use commons_core::{BlobHash, LineageId, Record, RecordId};
-use commons_store::{LineageSummary, Store};
+use commons_store::{LineageSummary, OpenError, Store};
 
+use crate::daemon::DaemonBackend;
 use crate::error::Result;
 
 /// A blob opened for reading, with its length.
@@ -64,6 +66,10 @@ pub trait Backend {
     fn open_blob(&self, hash: &BlobHash) -> Result<Option<BlobReader>>;
     /// Flushes and closes.
     fn close(&self) -> Result<()>;
+    /// The daemon client, if this backend is one (for the commands only a node can answer).
+    fn daemon(&self) -> Option<&DaemonBackend> {
+        None
+    }
 }
 
 /// The store in the home, opened by this process.
@@ -73,8 +79,9 @@ pub struct LocalBackend {
 }
 
 impl LocalBackend {
-    /// Opens (creating if needed) the store in `dir`.
-    pub fn open(dir: &std::path::Path) -> Result<Self> {
+    /// Opens (creating if needed) the store in `dir`. The error is the store's, so that the
+    /// caller can tell a store locked by a daemon from other failures.
+    pub fn open(dir: &std::path::Path) -> Result<Self, OpenError> {
         Ok(Self {
             store: Store::open(dir)?,
         })

@@ -1,14 +1,20 @@
 //! The context every command runs in: the home, the output mode, the backend (opened on first
 //! use) and small output helpers.
+//!
+//! The backend is chosen once per process: when a `commonsd` answers on the home's control
+//! socket, every command goes through it ([`DaemonBackend`]); otherwise the store is opened
+//! here ([`LocalBackend`]). A socket file nobody answers on (a daemon that died) is ignored.
 
 use std::cell::OnceCell;
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use commons_store::OpenError;
 use commons_store::home::{Home, Identity};
 use serde::Serialize;
 
 use crate::backend::{Backend, LocalBackend};
+use crate::daemon::{self, DaemonBackend};
 use crate::error::{CliError, Result};
 
 /// What a command runs against.
@@ -47,13 +53,49 @@ impl Ctx {
         ctx
     }
 
-    /// The backend, opening the local store on first use.
+    /// The backend: the daemon of the home if one answers, else the local store, opened on
+    /// first use.
     pub fn backend(&self) -> Result<&dyn Backend> {
         if let Some(b) = self.backend.get() {
             return Ok(b.as_ref());
         }
-        let opened: Box<dyn Backend> = Box::new(LocalBackend::open(&self.home.store_dir())?);
+        let opened = self.open_backend()?;
         Ok(self.backend.get_or_init(|| opened).as_ref())
+    }
+
+    fn open_backend(&self) -> Result<Box<dyn Backend>> {
+        if let Some(d) = DaemonBackend::connect(&self.home)? {
+            return Ok(Box::new(d));
+        }
+        match LocalBackend::open(&self.home.store_dir()) {
+            Ok(local) => Ok(Box::new(local)),
+            Err(OpenError::Locked { path }) => {
+                // A daemon that was starting may have bound its socket in the meantime.
+                if let Some(d) = DaemonBackend::connect(&self.home)? {
+                    return Ok(Box::new(d));
+                }
+                Err(CliError::error(format!(
+                    "the store {} is in use by another process; if commonsd is starting, retry",
+                    path.display()
+                ))
+                .hint("run the command again once commonsd prints its `control socket:` line; otherwise wait for the other `commons` command to finish"))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The running daemon of the home, for commands only a node can answer (exit code 7 when
+    /// none runs). Never opens the local store.
+    pub fn daemon(&self) -> Result<&DaemonBackend> {
+        if self.backend.get().is_none()
+            && let Some(d) = DaemonBackend::connect(&self.home)?
+        {
+            let _ = self.backend.set(Box::new(d));
+        }
+        self.backend
+            .get()
+            .and_then(|b| b.daemon())
+            .ok_or_else(|| daemon::not_running(&self.home))
     }
 
     /// The identity of this home (its author key signs).

@@ -27,6 +27,8 @@ pub enum ExitKind {
     Refused,
     /// 6: a conflict between local changes and incoming ones.
     Conflict,
+    /// 7: the command needs a running `commonsd` and none answers for this home.
+    NoDaemon,
 }
 
 impl ExitKind {
@@ -39,6 +41,7 @@ impl ExitKind {
             ExitKind::Ambiguous => 4,
             ExitKind::Refused => 5,
             ExitKind::Conflict => 6,
+            ExitKind::NoDaemon => 7,
         }
     }
 }
@@ -52,7 +55,8 @@ Exit codes:
   3  not found (no such id, name, file or identity)
   4  ambiguous (an id prefix or name matches several things)
   5  refused (not a maintainer, or it would overwrite something)
-  6  conflict (local changes collide with incoming ones)";
+  6  conflict (local changes collide with incoming ones)
+  7  no daemon (the command needs a running commonsd)";
 
 /// A failed command: what happened, what to do about it, and the exit code.
 #[derive(Debug)]
@@ -106,6 +110,11 @@ impl CliError {
     /// Exit code 6.
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(ExitKind::Conflict, message)
+    }
+
+    /// Exit code 7.
+    pub fn no_daemon(message: impl Into<String>) -> Self {
+        Self::new(ExitKind::NoDaemon, message)
     }
 
     /// Adds the hint line.

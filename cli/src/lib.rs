@@ -1,8 +1,10 @@
 //! The `commons` command-line tool as a library: argument parsing ([`args`]), the commands
 //! ([`cmd`]) and the pieces they share (working copies, bundles, diffs, id resolution).
 //!
-//! Commands reach records and blobs only through [`backend::Backend`]; today that is the local
-//! store ([`backend::LocalBackend`]), later a client of the daemon's control socket.
+//! Commands reach records and blobs only through [`backend::Backend`]: a client of the control
+//! socket of the home's `commonsd` when one runs ([`daemon::DaemonBackend`]), else the local
+//! store ([`backend::LocalBackend`]). The node's own commands (`node`, `follow`, `sync`) need a
+//! daemon; `commons demo` ([`demo`]) starts three on loopback and plays the story across them.
 //!
 //! Errors are [`error::CliError`]s: printed as `error: …` with a `hint: …` line, and mapped to
 //! the exit codes in [`error::EXIT_CODES_HELP`].
@@ -12,6 +14,8 @@ pub mod backend;
 pub mod bundle;
 pub mod cmd;
 pub mod ctx;
+pub mod daemon;
+pub mod demo;
 pub mod diff;
 pub mod error;
 pub mod patchset;
@@ -57,6 +61,9 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
         let mut cmd = Cli::command();
         clap_complete::generate(shell, &mut cmd, "commons", &mut std::io::stdout());
         return Ok(());
+    }
+    if let Command::Demo = cli.command {
+        return demo::run();
     }
     let home = Home::resolve(cli.home.as_deref())?;
     let ctx = Ctx::new(home, cli.json);

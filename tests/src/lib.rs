@@ -5,6 +5,8 @@
 //! `src/bin/commons-e2e.rs`), so Cargo builds it fresh before the tests under `cargo test` and
 //! `cargo nextest` alike. Set `COMMONS_BIN=/path/to/commons` to test another build.
 
+pub mod net;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;

@@ -4,17 +4,20 @@
 mod exchange;
 mod found;
 mod id;
+mod node;
 mod read;
 mod validate;
 mod work;
 
 use std::collections::BTreeMap;
 
+pub use node::{describe_report, human_bytes};
+
 use commons_core::PublicKey;
 use commons_core::state::PatchStatus;
 use serde::Serialize;
 
-use crate::args::{BundleCommand, Command, IdCommand, PatchCommand};
+use crate::args::{BundleCommand, Command, IdCommand, NodeCommand, PatchCommand};
 use crate::ctx::Ctx;
 use crate::error::{CliError, Result};
 
@@ -38,8 +41,14 @@ pub fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Fork(args) => found::fork(ctx, args),
         Command::Bundle(BundleCommand::Export { id, file }) => exchange::export(ctx, &id, &file),
         Command::Bundle(BundleCommand::Import { file }) => exchange::import(ctx, &file),
-        Command::Completions { .. } => Err(CliError::error(
-            "completions are printed before a context is made",
+        Command::Node(NodeCommand::Status) => node::status(ctx),
+        Command::Node(NodeCommand::Peers) => node::peers(ctx),
+        Command::Node(NodeCommand::Connect { addr }) => node::connect(ctx, &addr),
+        Command::Follow { id } => node::follow(ctx, &id),
+        Command::Unfollow { id } => node::unfollow(ctx, &id),
+        Command::Sync { id } => node::sync(ctx, &id),
+        Command::Completions { .. } | Command::Demo => Err(CliError::error(
+            "this command runs before a context is made",
         )),
     }
 }

@@ -140,12 +140,16 @@ pub struct Summary {
 }
 
 /// A connected peer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Peer {
     /// libp2p peer id.
     pub peer_id: String,
     /// Known addresses.
     pub addrs: Vec<String>,
+    /// Its gossip score, if scored (negative: it misbehaved).
+    pub score: Option<f64>,
+    /// Recent strikes against it (invalid records, bad responses).
+    pub strikes: u32,
 }
 
 /// The node's status.
@@ -165,6 +169,8 @@ pub struct NodeStatus {
     pub store_bytes: u64,
     /// Number of records held.
     pub records: u64,
+    /// Peers banned at the moment for misbehaving.
+    pub banned: Vec<String>,
 }
 
 /// What a sync brought.
@@ -181,7 +187,7 @@ pub struct SyncReport {
 }
 
 /// The daemon's answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "value", rename_all = "snake_case")]
 pub enum Response {
     /// Ids that were new.

@@ -297,7 +297,11 @@ impl Store {
 
     /// The ids of [`Store::family_records`], sorted: what a peer lists when another catches up.
     pub fn family_ids(&self, family: &LineageId) -> Result<Vec<RecordId>, StoreError> {
-        let mut ids: Vec<RecordId> = self.family_records(family)?.iter().map(Record::id).collect();
+        let mut ids: Vec<RecordId> = self
+            .family_records(family)?
+            .iter()
+            .map(Record::id)
+            .collect();
         ids.sort();
         Ok(ids)
     }

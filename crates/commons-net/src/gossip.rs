@@ -1,0 +1,180 @@
+//! Gossip rules that do no I/O: topic names, message ids and the verdict on a received message.
+//!
+//! One topic per lineage, `/commons/1/lineage/<64 hex digits>`. A gossip message is exactly the
+//! bytes of one record; its message id is the record id, so the same record published by two
+//! nodes is one message. A message is passed on only after [`judge`] accepted it.
+
+use commons_core::record::{MAX_RECORD_BYTES, RECORD_ID_CONTEXT};
+use commons_core::{DecodeError, LineageId, Record, RecordId};
+use libp2p::gossipsub::{IdentTopic, MessageAcceptance, TopicHash};
+
+/// The prefix of every lineage topic; the lineage id in hex follows.
+pub const TOPIC_PREFIX: &str = "/commons/1/lineage/";
+
+/// Length of the signature that ends every record; the record id covers everything before it.
+const SIGNATURE_LEN: usize = 64;
+/// The shortest byte string that can be a record: the two header bytes and the signature.
+const MIN_RECORD_LEN: usize = 2 + SIGNATURE_LEN;
+
+/// The gossip topic of a lineage.
+pub fn topic(lineage: &LineageId) -> IdentTopic {
+    IdentTopic::new(format!("{TOPIC_PREFIX}{}", lineage.to_hex()))
+}
+
+/// The lineage of a topic hash, if it is one of ours.
+pub fn lineage_of_topic(hash: &TopicHash) -> Option<LineageId> {
+    hash.as_str().strip_prefix(TOPIC_PREFIX)?.parse().ok()
+}
+
+/// The record id of bytes that claim to be a record, computed as the core computes it (BLAKE3
+/// derive-key over everything but the signature) without decoding or verifying anything.
+/// `None` if the bytes are too short to be a record.
+pub fn record_id_of_bytes(bytes: &[u8]) -> Option<RecordId> {
+    if bytes.len() < MIN_RECORD_LEN {
+        return None;
+    }
+    let mut h = blake3::Hasher::new_derive_key(RECORD_ID_CONTEXT);
+    h.update(&bytes[..bytes.len() - SIGNATURE_LEN]);
+    Some(RecordId(*h.finalize().as_bytes()))
+}
+
+/// The gossipsub message id of a message's data: the record id, or for data too short to be a
+/// record a plain BLAKE3 hash (such data is rejected anyway; it only needs some id).
+pub fn message_id(data: &[u8]) -> Vec<u8> {
+    match record_id_of_bytes(data) {
+        Some(id) => id.0.to_vec(),
+        None => blake3::hash(data).as_bytes().to_vec(),
+    }
+}
+
+/// The lineages whose topics a record is published on: a charter on its own lineage and, for a
+/// fork, on its parent's too (so followers of the parent see the fork); a patch or validation
+/// on the lineage it names.
+pub fn lineages_of(record: &Record) -> Vec<LineageId> {
+    if let Some(c) = record.as_charter() {
+        let mut out = vec![LineageId::from(record.id())];
+        if let Some(fork) = &c.fork {
+            out.push(fork.parent);
+        }
+        out
+    } else if let Some(p) = record.as_patch() {
+        vec![p.lineage]
+    } else if let Some(v) = record.as_validation() {
+        vec![v.lineage]
+    } else {
+        Vec::new()
+    }
+}
+
+/// What to do with a received gossip message.
+#[derive(Debug)]
+pub enum Judgement {
+    /// A valid record: pass it to the node and forward it.
+    Accept(Box<Record>),
+    /// Not something this build can judge (a newer format): drop it, no penalty.
+    Ignore(DecodeError),
+    /// Invalid: drop it and penalise the peer that sent it.
+    Reject(RejectReason),
+}
+
+/// Why a gossip message was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RejectReason {
+    /// Bigger than any record may be; nothing was parsed.
+    #[error("message of {len} bytes is over the record limit of {MAX_RECORD_BYTES} bytes")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+    },
+    /// The bytes are not a valid, correctly signed record.
+    #[error(transparent)]
+    Invalid(DecodeError),
+}
+
+impl Judgement {
+    /// The gossipsub verdict.
+    pub fn acceptance(&self) -> MessageAcceptance {
+        match self {
+            Judgement::Accept(_) => MessageAcceptance::Accept,
+            Judgement::Ignore(_) => MessageAcceptance::Ignore,
+            Judgement::Reject(_) => MessageAcceptance::Reject,
+        }
+    }
+}
+
+/// Judges a gossip message: size first, then the core's full decode (canonical form, rules of
+/// the kind, strict signature check). Records of a format version or kind this build does not
+/// know are ignored rather than rejected, so that peers running a newer version are not punished.
+pub fn judge(data: &[u8]) -> Judgement {
+    if data.len() > MAX_RECORD_BYTES {
+        return Judgement::Reject(RejectReason::TooLarge { len: data.len() });
+    }
+    match Record::decode(data) {
+        Ok(record) => Judgement::Accept(Box::new(record)),
+        Err(e @ (DecodeError::UnknownVersion { .. } | DecodeError::UnknownKind { .. })) => {
+            Judgement::Ignore(e)
+        }
+        Err(e) => Judgement::Reject(RejectReason::Invalid(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use commons_core::{BlobHash, Body, Change, Patch, SecretKey};
+
+    fn patch(key: &SecretKey, lineage: LineageId) -> Record {
+        let body = Body::Patch(Patch {
+            lineage,
+            parents: Vec::new(),
+            changes: vec![Change {
+                path: "README".into(),
+                before: None,
+                after: Some(BlobHash::of(b"hello")),
+            }],
+            message: "hello".into(),
+        });
+        Record::sign(key, 1, body).expect("valid patch")
+    }
+
+    #[test]
+    fn record_id_of_bytes_matches_the_core() {
+        let r = patch(&SecretKey::from_seed([1; 32]), LineageId([7; 32]));
+        assert_eq!(record_id_of_bytes(r.bytes()), Some(r.id()));
+        assert_eq!(message_id(r.bytes()), r.id().0.to_vec());
+        assert_eq!(record_id_of_bytes(&[1, 2, 3]), None);
+        assert_eq!(message_id(&[1, 2, 3]).len(), 32);
+    }
+
+    #[test]
+    fn topics_round_trip() {
+        let l = LineageId([9; 32]);
+        let t = topic(&l);
+        assert!(t.hash().as_str().starts_with(TOPIC_PREFIX));
+        assert_eq!(lineage_of_topic(&t.hash()), Some(l));
+        assert_eq!(lineage_of_topic(&TopicHash::from_raw("/other/topic")), None);
+    }
+
+    #[test]
+    fn judge_accepts_valid_and_rejects_forged_oversized_and_garbage() {
+        let r = patch(&SecretKey::from_seed([1; 32]), LineageId([7; 32]));
+        assert!(matches!(judge(r.bytes()), Judgement::Accept(_)));
+        assert_eq!(lineages_of(&r), vec![LineageId([7; 32])]);
+
+        let mut forged = r.bytes().to_vec();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert!(matches!(judge(&forged), Judgement::Reject(_)));
+
+        let big = vec![1u8; MAX_RECORD_BYTES + 1];
+        assert!(matches!(
+            judge(&big),
+            Judgement::Reject(RejectReason::TooLarge { .. })
+        ));
+        assert!(matches!(judge(b"garbage"), Judgement::Reject(_)));
+
+        let mut future = r.bytes().to_vec();
+        future[0] = 99;
+        assert!(matches!(judge(&future), Judgement::Ignore(_)));
+    }
+}

@@ -1,0 +1,428 @@
+//! The sync protocol `/commons/sync/1`: its messages, their limits and the codec.
+//!
+//! Each request and each response is one frame on its own stream: a 4-byte big-endian length,
+//! then that many bytes of bincode (fixed-width little-endian integers, the same configuration as
+//! records). The length is checked against the cap of the message type before anything is read
+//! or allocated, decoding is bounded by the same cap, trailing bytes are refused, and the decoded
+//! value is checked against the per-field limits below.
+
+use std::io;
+
+use bincode::{Decode, Encode};
+use commons_core::record::MAX_RECORD_BYTES;
+use commons_core::{BlobHash, LineageId, RecordId};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::StreamProtocol;
+
+/// The protocol name.
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/commons/sync/1");
+
+/// Largest request frame. The biggest legal request is `GetRecords` with 256 ids, about 8 KiB;
+/// the cap leaves room for later fields while keeping what a peer can make us buffer per inbound
+/// stream small.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Largest response frame. One blob chunk (1 MiB), a page of ids (128 KiB) or a batch of
+/// records all fit; with at most [`MAX_CONCURRENT_STREAMS`] streams per connection this bounds
+/// what one connection can make us hold.
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+/// Most record ids in one `GetRecords`: a catch-up page is fetched in a handful of requests.
+pub const MAX_GET_RECORDS: usize = 256;
+/// Most ids in one `Ids` page: 4096 × 32 bytes = 128 KiB, far under the response cap.
+pub const MAX_LIST_IDS: u32 = 4096;
+/// Largest blob chunk: big enough to stream at full speed, small enough that a chunk finishes
+/// well within the request timeout on a slow link.
+pub const MAX_BLOB_CHUNK: u32 = 1024 * 1024;
+/// Most concurrent sync streams on one connection (request-response's own bound).
+pub const MAX_CONCURRENT_STREAMS: usize = 32;
+
+/// Bytes of framing and encoding overhead per record in a `Records` response (the length
+/// prefix bincode writes before each byte string).
+const RECORD_OVERHEAD: usize = 8;
+/// Bytes of overhead for the response envelope (variant tag, vector length).
+const RESPONSE_OVERHEAD: usize = 16;
+
+/// A sync request.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum SyncRequest {
+    /// The records with these ids (1 to [`MAX_GET_RECORDS`]).
+    GetRecords {
+        /// The ids wanted.
+        ids: Vec<RecordId>,
+    },
+    /// The ids of the records of a family (a lineage and its forks) in ascending byte order,
+    /// strictly after `after`, at most `limit` (clamped to [`MAX_LIST_IDS`]) of them.
+    ListIds {
+        /// The family, named by its root lineage.
+        family: LineageId,
+        /// Resume after this id (exclusive); `None` starts from the beginning.
+        after: Option<RecordId>,
+        /// Most ids wanted.
+        limit: u32,
+    },
+    /// Bytes `offset .. offset + len` of a blob (`len` 1 to [`MAX_BLOB_CHUNK`]).
+    GetBlob {
+        /// The blob.
+        hash: BlobHash,
+        /// Where the chunk starts.
+        offset: u64,
+        /// Most bytes wanted.
+        len: u32,
+    },
+}
+
+/// A sync response.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum SyncResponse {
+    /// Answer to `GetRecords`: the bytes of those of the requested records the peer has (each at
+    /// most `MAX_RECORD_BYTES`), possibly fewer to stay under the response cap.
+    Records(Vec<Vec<u8>>),
+    /// Answer to `ListIds`: ids in ascending order, and whether more follow the last one.
+    Ids {
+        /// The ids.
+        ids: Vec<RecordId>,
+        /// Whether asking again after the last id gives more.
+        more: bool,
+    },
+    /// Answer to `GetBlob`: the blob's total length and the requested bytes (fewer at the end).
+    Blob {
+        /// Length of the whole blob.
+        total_len: u64,
+        /// The chunk.
+        bytes: Vec<u8>,
+    },
+    /// The peer does not have what was asked for.
+    NotFound,
+}
+
+/// Why a sync message breaks the protocol's limits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The frame is over the cap for its message type.
+    #[error("frame of {len} bytes is over the limit of {max} bytes")]
+    FrameTooLarge {
+        /// Announced or encoded length.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// The frame did not decode.
+    #[error("malformed sync message: {0}")]
+    Malformed(String),
+    /// Bytes left after the message.
+    #[error("sync message has {0} trailing bytes")]
+    TrailingBytes(usize),
+    /// A field is out of its bounds.
+    #[error("sync message out of bounds: {0}")]
+    OutOfBounds(&'static str),
+}
+
+impl From<WireError> for io::Error {
+    fn from(e: WireError) -> Self {
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+}
+
+impl SyncRequest {
+    /// Checks the per-field limits.
+    pub fn check(&self) -> Result<(), WireError> {
+        match self {
+            SyncRequest::GetRecords { ids } if ids.is_empty() => {
+                Err(WireError::OutOfBounds("GetRecords with no ids"))
+            }
+            SyncRequest::GetRecords { ids } if ids.len() > MAX_GET_RECORDS => {
+                Err(WireError::OutOfBounds("GetRecords with too many ids"))
+            }
+            SyncRequest::ListIds { limit: 0, .. } => {
+                Err(WireError::OutOfBounds("ListIds with limit 0"))
+            }
+            SyncRequest::GetBlob { len, .. } if *len == 0 || *len > MAX_BLOB_CHUNK => {
+                Err(WireError::OutOfBounds("GetBlob length not in 1..=1 MiB"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl SyncResponse {
+    /// Checks the per-field limits.
+    pub fn check(&self) -> Result<(), WireError> {
+        match self {
+            SyncResponse::Records(rs) if rs.len() > MAX_GET_RECORDS => {
+                Err(WireError::OutOfBounds("more records than can be requested"))
+            }
+            SyncResponse::Records(rs) if rs.iter().any(|r| r.len() > MAX_RECORD_BYTES) => {
+                Err(WireError::OutOfBounds("record over the size limit"))
+            }
+            SyncResponse::Ids { ids, .. } if ids.len() > MAX_LIST_IDS as usize => {
+                Err(WireError::OutOfBounds("more ids than a page may hold"))
+            }
+            SyncResponse::Blob { bytes, .. } if bytes.len() > MAX_BLOB_CHUNK as usize => {
+                Err(WireError::OutOfBounds("blob chunk over 1 MiB"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Trims an answer so that it fits the request it answers and the response cap: drops
+    /// records that are oversized or past the byte budget, cuts an id page to the limit (setting
+    /// `more`), cuts a blob chunk to the requested length. The node's answer goes through this
+    /// before it is sent, so a careless answer can never break the protocol.
+    pub fn fit_to(self, request: &SyncRequest) -> SyncResponse {
+        match (self, request) {
+            (SyncResponse::Records(rs), SyncRequest::GetRecords { ids }) => {
+                let mut budget = MAX_RESPONSE_BYTES - RESPONSE_OVERHEAD;
+                let mut out = Vec::with_capacity(rs.len().min(ids.len()));
+                for r in rs {
+                    if out.len() == ids.len() || out.len() == MAX_GET_RECORDS {
+                        break;
+                    }
+                    let cost = r.len() + RECORD_OVERHEAD;
+                    if r.len() > MAX_RECORD_BYTES || cost > budget {
+                        continue;
+                    }
+                    budget -= cost;
+                    out.push(r);
+                }
+                SyncResponse::Records(out)
+            }
+            (SyncResponse::Ids { mut ids, more }, SyncRequest::ListIds { limit, .. }) => {
+                let cap = (*limit).min(MAX_LIST_IDS) as usize;
+                let cut = ids.len() > cap;
+                ids.truncate(cap);
+                SyncResponse::Ids {
+                    ids,
+                    more: more || cut,
+                }
+            }
+            (
+                SyncResponse::Blob {
+                    total_len,
+                    mut bytes,
+                },
+                SyncRequest::GetBlob { len, .. },
+            ) => {
+                bytes.truncate((*len).min(MAX_BLOB_CHUNK) as usize);
+                SyncResponse::Blob { total_len, bytes }
+            }
+            (other, _) => other,
+        }
+    }
+}
+
+fn wire_config() -> impl bincode::config::Config {
+    bincode::config::standard()
+        .with_fixed_int_encoding()
+        .with_little_endian()
+        .with_limit::<MAX_RESPONSE_BYTES>()
+}
+
+/// Encodes a message, refusing it if the frame would exceed `max`.
+pub fn encode<T: Encode>(value: &T, max: usize) -> Result<Vec<u8>, WireError> {
+    let bytes = bincode::encode_to_vec(value, wire_config())
+        .map_err(|e| WireError::Malformed(e.to_string()))?;
+    if bytes.len() > max {
+        return Err(WireError::FrameTooLarge {
+            len: bytes.len(),
+            max,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Decodes a message, refusing frames over `max` and trailing bytes.
+pub fn decode<T: Decode<()>>(bytes: &[u8], max: usize) -> Result<T, WireError> {
+    if bytes.len() > max {
+        return Err(WireError::FrameTooLarge {
+            len: bytes.len(),
+            max,
+        });
+    }
+    let (value, used): (T, usize) = bincode::decode_from_slice(bytes, wire_config())
+        .map_err(|e| WireError::Malformed(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(WireError::TrailingBytes(bytes.len() - used));
+    }
+    Ok(value)
+}
+
+async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(WireError::FrameTooLarge { len, max }.into());
+    }
+    let mut buf = vec![0; len];
+    io.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> io::Result<()> {
+    // `encode` already refused anything over the caps, which are far below u32::MAX.
+    let len = u32::try_from(bytes.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame longer than u32::MAX"))?;
+    io.write_all(&len.to_be_bytes()).await?;
+    io.write_all(bytes).await?;
+    io.flush().await
+}
+
+/// The request-response codec of `/commons/sync/1`.
+#[derive(Debug, Clone, Default)]
+pub struct SyncCodec;
+
+impl libp2p::request_response::Codec for SyncCodec {
+    type Protocol = StreamProtocol;
+    type Request = SyncRequest;
+    type Response = SyncResponse;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<SyncRequest> {
+        let frame = read_frame(io, MAX_REQUEST_BYTES).await?;
+        let req: SyncRequest = decode(&frame, MAX_REQUEST_BYTES)?;
+        req.check()?;
+        Ok(req)
+    }
+
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<SyncResponse> {
+        let frame = read_frame(io, MAX_RESPONSE_BYTES).await?;
+        let resp: SyncResponse = decode(&frame, MAX_RESPONSE_BYTES)?;
+        resp.check()?;
+        Ok(resp)
+    }
+
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: SyncRequest,
+    ) -> io::Result<()> {
+        write_frame(io, &encode(&req, MAX_REQUEST_BYTES)?).await
+    }
+
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        resp: SyncResponse,
+    ) -> io::Result<()> {
+        write_frame(io, &encode(&resp, MAX_RESPONSE_BYTES)?).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let reqs = [
+            SyncRequest::GetRecords {
+                ids: vec![RecordId([1; 32]); 3],
+            },
+            SyncRequest::ListIds {
+                family: LineageId([2; 32]),
+                after: Some(RecordId([3; 32])),
+                limit: 10,
+            },
+            SyncRequest::GetBlob {
+                hash: BlobHash([4; 32]),
+                offset: 5,
+                len: 6,
+            },
+        ];
+        for r in reqs {
+            let b = encode(&r, MAX_REQUEST_BYTES).expect("encodes");
+            assert_eq!(
+                decode::<SyncRequest>(&b, MAX_REQUEST_BYTES).expect("decodes"),
+                r
+            );
+        }
+        let resp = SyncResponse::Ids {
+            ids: vec![RecordId([1; 32])],
+            more: true,
+        };
+        let b = encode(&resp, MAX_RESPONSE_BYTES).expect("encodes");
+        assert_eq!(
+            decode::<SyncResponse>(&b, MAX_RESPONSE_BYTES).expect("decodes"),
+            resp
+        );
+    }
+
+    #[test]
+    fn decoding_refuses_trailing_bytes_and_oversized_frames() {
+        let mut b = encode(&SyncResponse::NotFound, MAX_RESPONSE_BYTES).expect("encodes");
+        b.push(0);
+        assert_eq!(
+            decode::<SyncResponse>(&b, MAX_RESPONSE_BYTES),
+            Err(WireError::TrailingBytes(1))
+        );
+        let big = vec![0u8; MAX_REQUEST_BYTES + 1];
+        assert!(matches!(
+            decode::<SyncRequest>(&big, MAX_REQUEST_BYTES),
+            Err(WireError::FrameTooLarge { .. })
+        ));
+        // A vector claiming 2^60 elements must fail without allocating.
+        let mut claim = vec![0u8; 4];
+        claim.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        assert!(decode::<SyncResponse>(&claim, MAX_RESPONSE_BYTES).is_err());
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let too_many = SyncRequest::GetRecords {
+            ids: vec![RecordId([0; 32]); MAX_GET_RECORDS + 1],
+        };
+        assert!(too_many.check().is_err());
+        // The largest legal request fits its cap.
+        let largest = SyncRequest::GetRecords {
+            ids: vec![RecordId([0; 32]); MAX_GET_RECORDS],
+        };
+        assert!(encode(&largest, MAX_REQUEST_BYTES).is_ok());
+        let chunk = SyncRequest::GetBlob {
+            hash: BlobHash([0; 32]),
+            offset: 0,
+            len: MAX_BLOB_CHUNK + 1,
+        };
+        assert!(chunk.check().is_err());
+    }
+
+    #[test]
+    fn fit_to_keeps_answers_within_the_caps() {
+        let req = SyncRequest::GetRecords {
+            ids: vec![RecordId([0; 32]); MAX_GET_RECORDS],
+        };
+        let answer = SyncResponse::Records(vec![vec![1u8; MAX_RECORD_BYTES]; MAX_GET_RECORDS]);
+        let fitted = answer.fit_to(&req);
+        let b = encode(&fitted, MAX_RESPONSE_BYTES).expect("fits the cap");
+        assert!(b.len() <= MAX_RESPONSE_BYTES);
+        match fitted {
+            SyncResponse::Records(rs) => assert!(rs.len() > 20 && rs.len() < MAX_GET_RECORDS),
+            other => panic!("unexpected {other:?}"),
+        }
+
+        let req = SyncRequest::ListIds {
+            family: LineageId([0; 32]),
+            after: None,
+            limit: 2,
+        };
+        let fitted = SyncResponse::Ids {
+            ids: vec![RecordId([0; 32]); 5],
+            more: false,
+        }
+        .fit_to(&req);
+        assert_eq!(
+            fitted,
+            SyncResponse::Ids {
+                ids: vec![RecordId([0; 32]); 2],
+                more: true
+            }
+        );
+    }
+}

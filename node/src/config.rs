@@ -1,0 +1,131 @@
+//! The daemon's configuration: `$COMMONS_HOME/config.toml`, overridden by flags.
+//!
+//! ```toml
+//! listen = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
+//! bootstrap = ["/dns4/boot.example.org/tcp/4001/p2p/12D3KooW…"]
+//! mdns = true
+//! kademlia = true
+//! sync_interval_secs = 30
+//! ```
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// File name of the configuration inside the home.
+pub const CONFIG_FILE: &str = "config.toml";
+/// Default listen addresses: TCP and QUIC on all interfaces, ports chosen by the OS.
+pub const DEFAULT_LISTEN: [&str; 2] = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"];
+/// How often followed commons are caught up with peers when nothing else triggers it.
+pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<Vec<String>>,
+    bootstrap: Option<Vec<String>>,
+    mdns: Option<bool>,
+    kademlia: Option<bool>,
+    sync_interval_secs: Option<u64>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Multiaddrs to listen on.
+    pub listen: Vec<String>,
+    /// Bootstrap peers.
+    pub bootstrap: Vec<String>,
+    /// mDNS discovery on the local network.
+    pub mdns: bool,
+    /// The Kademlia DHT (peer discovery and providers of lineages).
+    pub kademlia: bool,
+    /// Periodic catch-up interval.
+    pub sync_interval: Duration,
+}
+
+/// Flags that override the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen` (replaces the file's list when given).
+    pub listen: Vec<String>,
+    /// `--bootstrap` (added to the file's list).
+    pub bootstrap: Vec<String>,
+    /// `--no-mdns`.
+    pub no_mdns: bool,
+    /// `--no-kademlia`.
+    pub no_kademlia: bool,
+}
+
+impl Config {
+    /// Reads `home/config.toml` if present and applies the flags.
+    pub fn load(home: &Path, flags: &Overrides) -> anyhow::Result<Config> {
+        let path = home.join(CONFIG_FILE);
+        let file: FileConfig = match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text)
+                .with_context(|| format!("{} is not a valid configuration", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileConfig::default(),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let listen = if flags.listen.is_empty() {
+            file.listen
+                .unwrap_or_else(|| DEFAULT_LISTEN.iter().map(|s| s.to_string()).collect())
+        } else {
+            flags.listen.clone()
+        };
+        let mut bootstrap = file.bootstrap.unwrap_or_default();
+        bootstrap.extend(flags.bootstrap.iter().cloned());
+        let sync_interval = match file.sync_interval_secs {
+            Some(0) => bail!("{}: sync_interval_secs must be at least 1", path.display()),
+            Some(s) => Duration::from_secs(s),
+            None => DEFAULT_SYNC_INTERVAL,
+        };
+        Ok(Config {
+            listen,
+            bootstrap,
+            mdns: file.mdns.unwrap_or(true) && !flags.no_mdns,
+            kademlia: file.kademlia.unwrap_or(true) && !flags.no_kademlia,
+            sync_interval,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "listen = [\"/ip4/0.0.0.0/tcp/4001\"]\nbootstrap = [\"/ip4/1.2.3.4/tcp/1\"]\nsync_interval_secs = 5\n",
+        )
+        .unwrap();
+        let c = Config::load(dir.path(), &Overrides::default()).unwrap();
+        assert_eq!(c.listen, vec!["/ip4/0.0.0.0/tcp/4001"]);
+        assert!(c.mdns);
+        assert_eq!(c.sync_interval, Duration::from_secs(5));
+        let flags = Overrides {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+            bootstrap: vec!["/ip4/5.6.7.8/tcp/2".into()],
+            no_mdns: true,
+            no_kademlia: true,
+        };
+        let c = Config::load(dir.path(), &flags).unwrap();
+        assert_eq!(c.listen, vec!["/ip4/127.0.0.1/tcp/0"]);
+        assert_eq!(c.bootstrap.len(), 2);
+        assert!(!c.mdns);
+        assert!(!c.kademlia);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), "lisen = []\n").unwrap();
+        let err = Config::load(dir.path(), &Overrides::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("config.toml"), "{err:#}");
+    }
+}

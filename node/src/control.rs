@@ -1,0 +1,114 @@
+//! The control socket: a Unix socket in the home, owner-only, speaking `commons-rpc`.
+//!
+//! One task accepts connections; each connection gets a task of its own, at most
+//! [`MAX_CONTROL_CONNECTIONS`] at a time (further clients wait in the kernel's backlog).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use commons_rpc::{FrameError, MAX_FRAME_BYTES, Request, Response, RpcError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Semaphore, watch};
+
+use crate::service::Ctx;
+
+/// Most control connections served at once. The CLI opens one per command, so this is many
+/// more than a person types, and small enough that a runaway script cannot exhaust tasks.
+pub const MAX_CONTROL_CONNECTIONS: usize = 32;
+
+/// Binds the socket at `path`, refusing if another daemon answers there and removing a stale
+/// socket file left by one that died.
+pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!(
+                "another commonsd is already running with this home (its control socket {} answers); stop it first or use another --home",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("cannot listen on control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Serves the control socket until `shutdown` turns true.
+pub async fn serve(listener: UnixListener, ctx: Ctx, mut shutdown: watch::Receiver<bool>) {
+    let permits = Arc::new(Semaphore::new(MAX_CONTROL_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let stream = tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(target: "commons_node::control", error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(stream, ctx).await {
+                tracing::debug!(target: "commons_node::control", error = %e, "control connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn read_request(stream: &mut UnixStream) -> Result<Option<Request>, FrameError> {
+    let mut prefix = [0u8; 4];
+    match stream.read_exact(&mut prefix).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = commons_rpc::frame_len(prefix)?;
+    debug_assert!(len <= MAX_FRAME_BYTES);
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await?;
+    Ok(Some(serde_json::from_slice(&body)?))
+}
+
+async fn connection(mut stream: UnixStream, ctx: Ctx) -> Result<(), FrameError> {
+    loop {
+        let response = match read_request(&mut stream).await {
+            Ok(Some(req)) => ctx.handle(req).await,
+            Ok(None) => return Ok(()),
+            Err(FrameError::Json(e)) => Response::Error(RpcError {
+                code: "invalid".into(),
+                message: format!("malformed request: {e}"),
+            }),
+            Err(e) => return Err(e),
+        };
+        let frame = match commons_rpc::encode_frame(&response) {
+            Ok(f) => f,
+            Err(e) => commons_rpc::encode_frame(&Response::Error(RpcError {
+                code: "store".into(),
+                message: format!("response too large: {e}"),
+            }))?,
+        };
+        stream.write_all(&frame).await?;
+    }
+}
+
+/// Where the socket of a home is.
+pub fn socket_path(home: &Path) -> PathBuf {
+    home.join(commons_rpc::SOCKET_NAME)
+}

@@ -1,0 +1,329 @@
+//! `commonsd`, the Commons daemon: it owns the store, runs the network and serves the control
+//! socket.
+//!
+//! Tasks (each bound is a named constant next to its use):
+//! - the **main loop** (this module): shutdown signals first, then network events, then the
+//!   periodic catch-up timer; it never does store I/O itself;
+//! - the **network task** (`commons-net`): the libp2p swarm;
+//! - the **storage thread** (`commons-store`): sled;
+//! - the **control server** (`control`): one task per CLI connection, bounded;
+//! - **workers**: record ingestion, serving peers' sync requests and catch-up rounds, each
+//!   bounded by a semaphore.
+
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod follows;
+pub mod service;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use commons_net::{NetConfig, NetEvent, SyncRequest, SyncResponse};
+use commons_store::home::Home;
+use commons_store::{OpenError, Store};
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::{Config, Overrides};
+use crate::follows::Follows;
+use crate::service::Ctx;
+
+/// Records from gossip being ingested at once. Beyond it the main loop waits, the network
+/// task's event channel fills, and gossip backs off: finish local work before taking more.
+pub const MAX_INGEST_TASKS: usize = 64;
+/// Peer sync requests served at once.
+pub const MAX_SERVE_TASKS: usize = 32;
+
+/// What `commonsd` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `--home`.
+    pub home: Option<PathBuf>,
+    /// Flags over the config file.
+    pub overrides: Overrides,
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let home = Home::resolve(opts.home.as_deref())?;
+    let identity = home
+        .ensure_identity()
+        .with_context(|| format!("cannot set up the home {}", home.root().display()))?;
+    let config = Config::load(home.root(), &opts.overrides)?;
+    let store = Store::open(&home.store_dir()).map_err(|e| match e {
+        OpenError::Locked { path } => anyhow::anyhow!(
+            "another commonsd is already running with the home {} (its store {} is locked); stop it first or use another --home",
+            home.root().display(),
+            path.display()
+        ),
+        other => anyhow::Error::new(other),
+    })?;
+    let socket = control::socket_path(home.root());
+    let listener = control::bind(&socket)?;
+    let follows = Follows::load(home.root())?;
+
+    let mut net_config = NetConfig::new(identity.node.seed());
+    net_config.listen = parse_addrs(&config.listen, "listen")?;
+    net_config.bootstrap = parse_addrs(&config.bootstrap, "bootstrap")?;
+    net_config.mdns = config.mdns;
+    net_config.kademlia = config.kademlia;
+    if std::env::var("COMMONS_TEST_FAST").is_ok_and(|v| v == "1") {
+        {
+            // Loopback tests: every peer shares 127.0.0.1, and quick heartbeats keep them short.
+            net_config.ip_colocation_factor_threshold = 1000.0;
+            net_config.heartbeat = std::time::Duration::from_millis(200);
+            net_config.heartbeat_initial_delay = std::time::Duration::from_millis(100);
+        }
+    }
+    let (net, mut events, net_task) = commons_net::spawn(net_config)?;
+    let status = net.status().await?;
+    println!("commonsd {}", env!("CARGO_PKG_VERSION"));
+    println!("home: {}", home.root().display());
+    println!("peer id: {}", status.peer_id);
+    println!("node key: {}", identity.node.public());
+    println!("author: {}", identity.author.public());
+    println!("control socket: {}", socket.display());
+
+    let ctx = Ctx {
+        store: store.clone(),
+        net: net.clone(),
+        follows,
+        home: home.root().to_owned(),
+        node_key: identity.node.public(),
+        catchups: Arc::new(Semaphore::new(service::MAX_CATCHUPS)),
+    };
+    follow_own_commons(&ctx, identity.author.public()).await;
+    for l in ctx.follows.list() {
+        ctx.subscribe_family(l).await;
+    }
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let control = tokio::spawn(control::serve(listener, ctx.clone(), shutdown_rx));
+    let ingest_permits = Arc::new(Semaphore::new(MAX_INGEST_TASKS));
+    let serve_permits = Arc::new(Semaphore::new(MAX_SERVE_TASKS));
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(config.sync_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+            event = events.recv() => match event {
+                Some(event) => on_event(&ctx, event, &ingest_permits, &serve_permits, &peer_id_str(&status)).await,
+                None => break,
+            },
+            _ = tick.tick() => spawn_catch_up(&ctx, None),
+        }
+    }
+
+    tracing::info!(target: "commons_node", "shutting down");
+    let _ = shutdown_tx.send(true);
+    let _ = control.await;
+    net.shutdown();
+    let _ = net_task.await;
+    store.close()?;
+    let _ = std::fs::remove_file(&socket);
+    println!("stopped");
+    Ok(())
+}
+
+/// Commons founded with this home's author key (perhaps before the daemon first ran) are
+/// followed, as `create` and `fork` through the daemon would have done.
+async fn follow_own_commons(ctx: &Ctx, author: commons_core::PublicKey) {
+    let store = ctx.store.clone();
+    let Ok(Ok(all)) = tokio::task::spawn_blocking(move || store.lineages()).await else {
+        return;
+    };
+    for s in all.into_iter().filter(|s| s.founder == author) {
+        if let Err(e) = ctx.follows.add(s.lineage) {
+            tracing::warn!(target: "commons_node", error = %format!("{e:#}"), "cannot save follows");
+        }
+    }
+}
+
+fn peer_id_str(status: &commons_net::NetStatus) -> String {
+    status.peer_id.to_string()
+}
+
+fn parse_addrs(list: &[String], what: &str) -> anyhow::Result<Vec<commons_net::Multiaddr>> {
+    list.iter()
+        .map(|a| {
+            a.parse().with_context(|| {
+                format!("{what} address `{a}` is not a multiaddr (e.g. /ip4/127.0.0.1/tcp/0)")
+            })
+        })
+        .collect()
+}
+
+async fn on_event(
+    ctx: &Ctx,
+    event: NetEvent,
+    ingest: &Arc<Semaphore>,
+    serve: &Arc<Semaphore>,
+    peer_id: &str,
+) {
+    match event {
+        NetEvent::ListeningOn(addr) => {
+            println!("listening on {addr}/p2p/{peer_id}");
+        }
+        NetEvent::PeerConnected(peer) => {
+            tracing::info!(target: "commons_node", %peer, "peer connected");
+            spawn_catch_up(ctx, Some(peer));
+        }
+        NetEvent::PeerDisconnected(peer) => {
+            tracing::debug!(target: "commons_node", %peer, "peer disconnected");
+        }
+        NetEvent::PeerFollows { peer, lineage } => {
+            tracing::debug!(target: "commons_node", %peer, %lineage, "peer follows");
+            if ctx.follows.contains(&lineage) {
+                spawn_catch_up(ctx, Some(peer));
+            }
+        }
+        NetEvent::PeerBanned(peer) => {
+            tracing::warn!(target: "commons_node", %peer, "peer banned");
+        }
+        NetEvent::Record { from, record, .. } => {
+            let Ok(permit) = ingest.clone().acquire_owned().await else {
+                return;
+            };
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let mut report = commons_rpc::SyncReport {
+                    peers: 1,
+                    new_records: 0,
+                    new_blobs: 0,
+                    blob_bytes: 0,
+                };
+                ctx.ingest(Some(from), vec![*record], &mut report).await;
+                drop(permit);
+            });
+        }
+        NetEvent::Request {
+            peer,
+            request,
+            reply,
+        } => {
+            let Ok(permit) = serve.clone().acquire_owned().await else {
+                return;
+            };
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let response = answer(&ctx, request).await;
+                tracing::trace!(target: "commons_node::serve", %peer, "answered");
+                reply.respond(response);
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// Answers a peer's sync request from the store.
+async fn answer(ctx: &Ctx, request: SyncRequest) -> SyncResponse {
+    let store = ctx.store.clone();
+    let result =
+        tokio::task::spawn_blocking(move || -> Result<SyncResponse, commons_store::StoreError> {
+            Ok(match request {
+                SyncRequest::GetRecords { ids } => {
+                    let mut out = Vec::new();
+                    for id in ids {
+                        if let Some(r) = store.get(&id)? {
+                            out.push(r.bytes().to_vec());
+                        }
+                    }
+                    SyncResponse::Records(out)
+                }
+                SyncRequest::ListIds {
+                    family,
+                    after,
+                    limit,
+                } => {
+                    let mut ids = store.family_ids(&family)?;
+                    ids.sort();
+                    let start = match after {
+                        Some(a) => ids.partition_point(|id| *id <= a),
+                        None => 0,
+                    };
+                    let limit = limit.min(commons_net::wire::MAX_LIST_IDS) as usize;
+                    let page: Vec<_> = ids[start..].iter().take(limit).copied().collect();
+                    let more = start + page.len() < ids.len();
+                    SyncResponse::Ids { ids: page, more }
+                }
+                SyncRequest::GetBlob { hash, offset, len } => read_chunk(&store, hash, offset, len),
+            })
+        })
+        .await;
+    match result {
+        Ok(Ok(r)) => r,
+        _ => SyncResponse::NotFound,
+    }
+}
+
+fn read_chunk(store: &Store, hash: commons_core::BlobHash, offset: u64, len: u32) -> SyncResponse {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(Some(mut file)) = store.blobs().open_blob(&hash) else {
+        return SyncResponse::NotFound;
+    };
+    let Ok(total) = file.metadata().map(|m| m.len()) else {
+        return SyncResponse::NotFound;
+    };
+    let len =
+        u64::from(len.min(commons_net::wire::MAX_BLOB_CHUNK)).min(total.saturating_sub(offset));
+    let mut bytes = vec![0u8; len as usize];
+    if file.seek(SeekFrom::Start(offset)).is_err() || file.read_exact(&mut bytes).is_err() {
+        return SyncResponse::NotFound;
+    }
+    SyncResponse::Blob {
+        total_len: total,
+        bytes,
+    }
+}
+
+/// Starts a catch-up round (all followed families with `peer`, or with every connected peer)
+/// unless [`service::MAX_CATCHUPS`] rounds are already running.
+fn spawn_catch_up(ctx: &Ctx, peer: Option<commons_net::PeerId>) {
+    let Ok(permit) = ctx.catchups.clone().try_acquire_owned() else {
+        return;
+    };
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let peers = match peer {
+            Some(p) => vec![p],
+            None => match ctx.net.status().await {
+                Ok(s) => s.connected,
+                Err(_) => vec![],
+            },
+        };
+        let families = ctx.followed_families().await;
+        for lineage in ctx.follows.list() {
+            let store = ctx.store.clone();
+            let have = tokio::task::spawn_blocking(move || store.contains(&lineage.into()))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(false);
+            if !have {
+                // A followed lineage whose charter is not here yet: ask for it.
+                let _ = ctx.sync_lineage(lineage).await;
+            }
+        }
+        let mut report = commons_rpc::SyncReport {
+            peers: peers.len(),
+            new_records: 0,
+            new_blobs: 0,
+            blob_bytes: 0,
+        };
+        for family in families {
+            for p in &peers {
+                ctx.catch_up(*p, family, &mut report).await;
+            }
+            ctx.subscribe_family(family).await;
+        }
+        if report.new_records > 0 {
+            tracing::info!(target: "commons_node::sync", records = report.new_records, blobs = report.new_blobs, "caught up");
+        }
+        drop(permit);
+    });
+}

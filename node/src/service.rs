@@ -1,0 +1,634 @@
+//! What the daemon does with requests from the CLI and records from peers.
+//!
+//! [`Ctx`] holds handles only (the store, the network, the follow list); it is cloned into each
+//! task. Store calls block on the storage thread, so they run under `spawn_blocking`.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use commons_core::{BlobHash, Kind, LineageId, Record, RecordId};
+use commons_net::{NetHandle, PeerId};
+use commons_rpc::{RecordBytes, Request, Response, RpcError, Summary, SyncReport};
+use commons_store::{LineageSummary, Store, StoreError};
+use tokio::sync::Semaphore;
+
+use crate::follows::Follows;
+
+/// Most records fetched while chasing the dependencies of one arrival (parents, the patch of a
+/// validation, the parent of a fork charter). A history deeper than this is finished by the
+/// next catch-up round instead.
+pub const MAX_DEPENDENCY_FETCH: usize = 10_000;
+/// Records asked of a peer in one request (the protocol allows up to 256).
+pub const FETCH_BATCH: usize = 256;
+/// Ids asked for per `ListIds` page.
+pub const LIST_PAGE: u32 = 4096;
+/// Bytes per blob chunk request.
+pub const BLOB_CHUNK: u32 = 1 << 20;
+/// Rounds of asking peers for a patch's blobs before the patch is left for the next catch-up.
+pub const BLOB_FETCH_ATTEMPTS: u32 = 4;
+/// Pause before the second round; it doubles each round (0.2 + 0.4 + 0.8 s in all).
+pub const BLOB_RETRY_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+/// Catch-up rounds running at once (each is with one peer for one family).
+pub const MAX_CATCHUPS: usize = 4;
+
+/// Handles shared by every task of the daemon.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    /// The store.
+    pub store: Store,
+    /// The network.
+    pub net: NetHandle,
+    /// Followed lineages.
+    pub follows: Follows,
+    /// The home directory (for store size and temporary files).
+    pub home: PathBuf,
+    /// The node key, as shown by `node status`.
+    pub node_key: commons_core::PublicKey,
+    /// Bounds concurrent catch-up rounds.
+    pub catchups: Arc<Semaphore>,
+}
+
+fn error(code: &str, message: impl ToString) -> Response {
+    Response::Error(RpcError {
+        code: code.into(),
+        message: message.to_string(),
+    })
+}
+
+fn store_err(e: StoreError) -> Response {
+    error("store", e)
+}
+
+/// Runs a blocking store call off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or(Err(StoreError::Closed))
+}
+
+fn summary(s: LineageSummary, charter: Record) -> Summary {
+    Summary {
+        lineage: s.lineage,
+        charter: RecordBytes(charter.bytes().to_vec()),
+        family: s.family,
+        root: s.root,
+        counts: s.counts.into_iter().collect(),
+        files: s.files,
+        fork_point: s.fork_point,
+    }
+}
+
+impl Ctx {
+    /// Answers one control request.
+    pub async fn handle(&self, req: Request) -> Response {
+        match req {
+            Request::Put { records } => self.put_from_cli(records).await,
+            Request::Get { id } => {
+                let store = self.store.clone();
+                match blocking(move || store.get(&id)).await {
+                    Ok(r) => Response::Record(r.map(|r| RecordBytes(r.bytes().to_vec()))),
+                    Err(e) => store_err(e),
+                }
+            }
+            Request::IdsWithPrefix { prefix, limit } => {
+                let store = self.store.clone();
+                match blocking(move || store.ids_with_prefix(&prefix, limit)).await {
+                    Ok(ids) => Response::Ids(ids),
+                    Err(e) => store_err(e),
+                }
+            }
+            Request::Lineages => match self.summaries(None).await {
+                Ok(s) => Response::Lineages(s),
+                Err(e) => store_err(e),
+            },
+            Request::Lineage { lineage } => match self.summaries(Some(lineage)).await {
+                Ok(mut s) => Response::Lineage(s.pop()),
+                Err(e) => store_err(e),
+            },
+            Request::FamilyRecords { family } => {
+                let store = self.store.clone();
+                match blocking(move || store.family_records(&family)).await {
+                    Ok(rs) => Response::Records(
+                        rs.iter().map(|r| RecordBytes(r.bytes().to_vec())).collect(),
+                    ),
+                    Err(e) => store_err(e),
+                }
+            }
+            Request::Patches { lineage, status } => {
+                let store = self.store.clone();
+                match blocking(move || store.patches(&lineage, status)).await {
+                    Ok(p) => Response::Patches(p),
+                    Err(e) => store_err(e),
+                }
+            }
+            Request::History { lineage } => {
+                let store = self.store.clone();
+                match blocking(move || store.history(&lineage)).await {
+                    Ok(h) => Response::History(h),
+                    Err(e) => store_err(e),
+                }
+            }
+            Request::ValidationsOf { patch } => {
+                let store = self.store.clone();
+                match blocking(move || store.validations_of(&patch)).await {
+                    Ok(rs) => Response::Records(
+                        rs.iter().map(|r| RecordBytes(r.bytes().to_vec())).collect(),
+                    ),
+                    Err(e) => store_err(e),
+                }
+            }
+            Request::Tree { lineage } => {
+                let store = self.store.clone();
+                match blocking(move || store.tree(&lineage)).await {
+                    Ok(t) => Response::Tree(t.into_iter().collect()),
+                    Err(e) => store_err(e),
+                }
+            }
+            Request::NodeStatus => self.node_status().await,
+            Request::NodePeers => match self.net.peers().await {
+                Ok(peers) => Response::Peers(
+                    peers
+                        .into_iter()
+                        .map(|p| commons_rpc::Peer {
+                            peer_id: p.peer_id.to_string(),
+                            addrs: p.addrs.iter().map(|a| a.to_string()).collect(),
+                            score: p.score,
+                            strikes: p.strikes,
+                        })
+                        .collect(),
+                ),
+                Err(e) => error("network", e),
+            },
+            Request::Connect { addr } => {
+                let addr = match addr.parse() {
+                    Ok(a) => a,
+                    Err(e) => {
+                        return error(
+                            "invalid",
+                            format!(
+                                "`{addr}` is not a multiaddr ({e}); expected e.g. /ip4/192.0.2.1/tcp/4001"
+                            ),
+                        );
+                    }
+                };
+                match self.net.dial(addr).await {
+                    Ok(()) => Response::Ok,
+                    Err(e) => error("network", e),
+                }
+            }
+            Request::Follow { lineage } => match self.follow(lineage).await {
+                Ok(report) => Response::Synced(report),
+                Err(e) => e,
+            },
+            Request::Unfollow { lineage } => match self.follows.remove(&lineage) {
+                Ok(true) => {
+                    let _ = self.net.unfollow(lineage).await;
+                    Response::Ok
+                }
+                Ok(false) => error("not_found", format!("{lineage} is not followed")),
+                Err(e) => error("store", format!("{e:#}")),
+            },
+            Request::Sync { lineage } => match self.sync_lineage(lineage).await {
+                Ok(report) => Response::Synced(report),
+                Err(e) => e,
+            },
+        }
+    }
+
+    async fn summaries(&self, one: Option<LineageId>) -> Result<Vec<Summary>, StoreError> {
+        let store = self.store.clone();
+        blocking(move || {
+            let list = match one {
+                Some(l) => store.lineage(&l)?.into_iter().collect(),
+                None => store.lineages()?,
+            };
+            let mut out = Vec::with_capacity(list.len());
+            for s in list {
+                let id = RecordId::from(s.lineage);
+                let Some(charter) = store.get(&id)? else {
+                    continue;
+                };
+                out.push(summary(s, charter));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put_from_cli(&self, records: Vec<RecordBytes>) -> Response {
+        let mut verified = Vec::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            match Record::decode(&r.0) {
+                Ok(rec) => verified.push(rec),
+                Err(e) => return error("invalid", format!("record #{i}: {e}")),
+            }
+        }
+        let store = self.store.clone();
+        let batch = verified.clone();
+        let new = match blocking(move || store.put(batch)).await {
+            Ok(n) => n,
+            Err(e) => return store_err(e),
+        };
+        let new_set: BTreeSet<RecordId> = new.iter().copied().collect();
+        for rec in verified.iter().filter(|r| new_set.contains(&r.id())) {
+            // Charters made here (create, fork) are followed automatically.
+            if rec.kind() == Kind::Charter {
+                let lineage = LineageId::from(rec.id());
+                if let Err(e) = self.follows.add(lineage) {
+                    tracing::warn!(target: "commons_node", error = %format!("{e:#}"), "cannot save follows");
+                }
+                self.subscribe_family(lineage).await;
+            }
+            if let Err(e) = self.net.publish(rec).await {
+                tracing::debug!(target: "commons_node", id = %rec.id(), error = %e, "not published");
+            }
+        }
+        Response::Stored(new)
+    }
+
+    async fn node_status(&self) -> Response {
+        let status = match self.net.status().await {
+            Ok(s) => s,
+            Err(e) => return error("network", e),
+        };
+        let store = self.store.clone();
+        let records = blocking(move || store.record_count()).await.unwrap_or(0);
+        let store_dir = self.home.join("store");
+        let store_bytes = tokio::task::spawn_blocking(move || dir_size(&store_dir))
+            .await
+            .unwrap_or(0);
+        Response::NodeStatus(commons_rpc::NodeStatus {
+            peer_id: status.peer_id.to_string(),
+            node_key: self.node_key,
+            listen_addrs: status.listen_addrs.iter().map(|a| a.to_string()).collect(),
+            peers: status.connected.len(),
+            followed: self.follows.list(),
+            store_bytes,
+            records,
+            banned: status.banned.iter().map(|p| p.to_string()).collect(),
+        })
+    }
+
+    /// The lineages of the family of `lineage` that this store knows.
+    async fn family_lineages(&self, lineage: LineageId) -> Vec<LineageId> {
+        let store = self.store.clone();
+        let family = match blocking(move || store.lineage(&lineage)).await {
+            Ok(Some(s)) => s.family,
+            _ => None,
+        };
+        let Some(family) = family else {
+            return vec![lineage];
+        };
+        let store = self.store.clone();
+        match blocking(move || store.lineages()).await {
+            Ok(all) => all
+                .into_iter()
+                .filter(|s| s.family == Some(family))
+                .map(|s| s.lineage)
+                .collect(),
+            Err(_) => vec![lineage],
+        }
+    }
+
+    /// Subscribes to the topic of every known lineage of the family of `lineage`.
+    pub async fn subscribe_family(&self, lineage: LineageId) {
+        for l in self.family_lineages(lineage).await {
+            if let Err(e) = self.net.follow(l).await {
+                tracing::warn!(target: "commons_node", lineage = %l, error = %e, "cannot subscribe");
+            }
+        }
+    }
+
+    /// The families of the followed lineages, as far as their charters are known.
+    pub async fn followed_families(&self) -> BTreeSet<LineageId> {
+        let mut out = BTreeSet::new();
+        for l in self.follows.list() {
+            let store = self.store.clone();
+            match blocking(move || store.lineage(&l)).await {
+                Ok(Some(s)) => {
+                    out.insert(s.family.unwrap_or(l));
+                }
+                _ => {
+                    out.insert(l);
+                }
+            }
+        }
+        out
+    }
+
+    async fn follow(&self, lineage: LineageId) -> Result<SyncReport, Response> {
+        if let Err(e) = self.follows.add(lineage) {
+            return Err(error("store", format!("{e:#}")));
+        }
+        self.net
+            .follow(lineage)
+            .await
+            .map_err(|e| error("network", e))?;
+        let report = self.sync_lineage(lineage).await?;
+        Ok(report)
+    }
+
+    /// Pulls a lineage's family from every connected peer (and providers found through the
+    /// DHT), then follows the parent chain of what arrived.
+    pub async fn sync_lineage(&self, lineage: LineageId) -> Result<SyncReport, Response> {
+        let mut peers: BTreeSet<PeerId> = match self.net.status().await {
+            Ok(s) => s.connected.into_iter().collect(),
+            Err(e) => return Err(error("network", e)),
+        };
+        if let Ok(found) = self.net.providers(lineage).await {
+            peers.extend(found);
+        }
+        let mut report = SyncReport {
+            peers: peers.len(),
+            new_records: 0,
+            new_blobs: 0,
+            blob_bytes: 0,
+        };
+        // The charter first: it names the family, which is what peers list.
+        let store = self.store.clone();
+        let have_charter = blocking(move || store.contains(&RecordId::from(lineage)))
+            .await
+            .unwrap_or(false);
+        if !have_charter {
+            for peer in &peers {
+                if let Ok(records) = self.net.get_records(*peer, vec![lineage.into()]).await {
+                    self.ingest(Some(*peer), records, &mut report).await;
+                    break;
+                }
+            }
+        }
+        let family = self.family_of(lineage).await.unwrap_or(lineage);
+        for peer in &peers {
+            self.catch_up(*peer, family, &mut report).await;
+        }
+        // Following a fork follows its parent too: the family covers it, subscribe to all.
+        self.subscribe_family(lineage).await;
+        Ok(report)
+    }
+
+    async fn family_of(&self, lineage: LineageId) -> Option<LineageId> {
+        let store = self.store.clone();
+        blocking(move || store.lineage(&lineage))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|s| s.family)
+    }
+
+    /// Fetches from `peer` every record of `family` this store lacks (a simple exchange: the
+    /// peer's id list against ours; set reconciliation is a later refinement).
+    pub async fn catch_up(&self, peer: PeerId, family: LineageId, report: &mut SyncReport) {
+        let store = self.store.clone();
+        let local: BTreeSet<RecordId> = match blocking(move || store.family_ids(&family)).await {
+            Ok(ids) => ids.into_iter().collect(),
+            Err(_) => return,
+        };
+        let mut after = None;
+        let mut missing = Vec::new();
+        loop {
+            let commons_net::IdPage { ids, more } = match self
+                .net
+                .list_ids(peer, family, after, LIST_PAGE)
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::debug!(target: "commons_node::sync", %peer, error = %e, "list_ids failed");
+                    return;
+                }
+            };
+            after = ids.last().copied();
+            missing.extend(ids.into_iter().filter(|id| !local.contains(id)));
+            if !more || after.is_none() {
+                break;
+            }
+        }
+        for chunk in missing.chunks(FETCH_BATCH) {
+            match self.net.get_records(peer, chunk.to_vec()).await {
+                Ok(records) => self.ingest(Some(peer), records, report).await,
+                Err(e) => {
+                    tracing::debug!(target: "commons_node::sync", %peer, error = %e, "get_records failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Stores records that arrived from `from`, after fetching what they depend on: missing
+    /// parents, the patch a validation judges, a fork's parent charter, the charter of a
+    /// patch's lineage, and every blob a patch creates. A patch is stored only once its blobs
+    /// are present and verified, so nothing is accepted before its content is here.
+    pub async fn ingest(
+        &self,
+        from: Option<PeerId>,
+        records: Vec<Record>,
+        report: &mut SyncReport,
+    ) {
+        let mut queue: VecDeque<Record> = records.into();
+        let mut fetched = 0usize;
+        let mut ready = Vec::new();
+        let mut asked: BTreeSet<RecordId> = BTreeSet::new();
+        while let Some(record) = queue.pop_front() {
+            let mut wanted: Vec<RecordId> = Vec::new();
+            match record.body() {
+                commons_core::Body::Charter(c) => {
+                    if let Some(f) = &c.fork {
+                        wanted.push(f.parent.into());
+                        wanted.extend(f.heads.iter().copied());
+                    }
+                }
+                commons_core::Body::Patch(p) => {
+                    wanted.push(p.lineage.into());
+                    wanted.extend(p.parents.iter().copied());
+                }
+                commons_core::Body::Validation(v) => {
+                    wanted.push(v.lineage.into());
+                    wanted.push(v.patch);
+                }
+            }
+            if let Some(p) = record.as_patch() {
+                let blobs: Vec<BlobHash> = p.changes.iter().filter_map(|c| c.after).collect();
+                if !self.fetch_blobs(from, &blobs, report).await {
+                    tracing::debug!(target: "commons_node::sync", id = %record.id(), "blobs missing; patch left for a later round");
+                    continue;
+                }
+            }
+            ready.push(record);
+            let store = self.store.clone();
+            let candidates: Vec<RecordId> =
+                wanted.into_iter().filter(|id| asked.insert(*id)).collect();
+            let missing = blocking(move || {
+                let mut out = Vec::new();
+                for id in candidates {
+                    if !store.contains(&id)? {
+                        out.push(id);
+                    }
+                }
+                Ok(out)
+            })
+            .await
+            .unwrap_or_default();
+            let missing: Vec<RecordId> = missing
+                .into_iter()
+                .filter(|id| {
+                    !ready.iter().any(|r| r.id() == *id) && !queue.iter().any(|r| r.id() == *id)
+                })
+                .collect();
+            if let (Some(peer), false) = (from, missing.is_empty()) {
+                if fetched >= MAX_DEPENDENCY_FETCH {
+                    continue;
+                }
+                for chunk in missing.chunks(FETCH_BATCH) {
+                    match self.net.get_records(peer, chunk.to_vec()).await {
+                        Ok(rs) => {
+                            fetched += rs.len();
+                            queue.extend(rs);
+                        }
+                        Err(e) => {
+                            tracing::debug!(target: "commons_node::sync", %peer, error = %e, "dependency fetch failed");
+                        }
+                    }
+                }
+            }
+        }
+        if ready.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let charters: Vec<LineageId> = ready
+            .iter()
+            .filter(|r| r.kind() == Kind::Charter)
+            .map(|r| LineageId::from(r.id()))
+            .collect();
+        match blocking(move || store.put(ready)).await {
+            Ok(new) => report.new_records += new.len(),
+            Err(e) => {
+                tracing::warn!(target: "commons_node", error = %e, "cannot store records");
+                return;
+            }
+        }
+        // A new lineage in a followed family gets its topic subscribed.
+        let followed = self.followed_families().await;
+        for l in charters {
+            if let Some(f) = self.family_of(l).await
+                && followed.contains(&f)
+            {
+                let _ = self.net.follow(l).await;
+            }
+        }
+    }
+
+    /// Fetches the blobs that are not present, verifying each against its hash before it enters
+    /// the blob store. The sender is asked first; a relay may not hold the blobs yet (gossip
+    /// forwards a record as soon as it is verified), so then every other connected peer is
+    /// asked, a few times with a growing pause. Returns whether all are present afterwards.
+    async fn fetch_blobs(
+        &self,
+        from: Option<PeerId>,
+        blobs: &[BlobHash],
+        report: &mut SyncReport,
+    ) -> bool {
+        let mut missing: Vec<BlobHash> = blobs
+            .iter()
+            .filter(|h| !self.store.blobs().contains(h))
+            .copied()
+            .collect();
+        let mut pause = BLOB_RETRY_FIRST_PAUSE;
+        for attempt in 0..BLOB_FETCH_ATTEMPTS {
+            if missing.is_empty() {
+                return true;
+            }
+            if attempt > 0 {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            let mut peers: Vec<PeerId> = from.into_iter().collect();
+            if let Ok(status) = self.net.status().await {
+                peers.extend(status.connected.into_iter().filter(|p| Some(*p) != from));
+            }
+            let mut still = Vec::new();
+            for hash in missing {
+                let mut got = false;
+                for peer in &peers {
+                    match self.fetch_blob(*peer, hash).await {
+                        Ok(len) => {
+                            report.new_blobs += 1;
+                            report.blob_bytes += len;
+                            got = true;
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::debug!(target: "commons_node::sync", %peer, blob = %hash, error = %e, "blob fetch failed");
+                        }
+                    }
+                }
+                if !got && !self.store.blobs().contains(&hash) {
+                    still.push(hash);
+                }
+            }
+            missing = still;
+        }
+        missing.is_empty()
+    }
+
+    async fn fetch_blob(&self, peer: PeerId, hash: BlobHash) -> anyhow::Result<u64> {
+        let tmp_dir = self.home.join("tmp");
+        std::fs::create_dir_all(&tmp_dir)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir)?;
+        let mut hasher = blake3::Hasher::new();
+        let mut offset = 0u64;
+        loop {
+            let commons_net::BlobChunk {
+                total_len: total,
+                bytes,
+            } = self
+                .net
+                .get_blob_chunk(peer, hash, offset, BLOB_CHUNK)
+                .await?;
+            if bytes.is_empty() && offset < total {
+                anyhow::bail!("peer sent an empty chunk at {offset} of {total}");
+            }
+            hasher.update(&bytes);
+            tmp.write_all(&bytes)?;
+            offset += bytes.len() as u64;
+            if offset >= total {
+                break;
+            }
+        }
+        if BlobHash(*hasher.finalize().as_bytes()) != hash {
+            self.net
+                .report_bad_peer(peer, "served bytes that do not match the blob's hash")
+                .await
+                .ok();
+            anyhow::bail!("peer {peer} served bytes that do not match blob {hash}");
+        }
+        tmp.as_file().sync_all()?;
+        let file = tmp.reopen()?;
+        let blobs = self.store.blobs().clone();
+        let stored = tokio::task::spawn_blocking(move || blobs.put_reader(file)).await??;
+        anyhow::ensure!(stored == hash, "blob changed while being stored");
+        Ok(offset)
+    }
+}
+
+fn dir_size(path: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![path.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}

@@ -1,0 +1,103 @@
+//! The CLI and the daemon together: `commons demo` plays the whole story across three real
+//! `commonsd` nodes on loopback and must end with the same state roots everywhere; and the
+//! node's commands say clearly, with exit code 7, when no daemon runs.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use commons_tests::{Scene, bin, daemon_bin};
+
+#[test]
+fn the_demo_ends_with_the_same_roots_on_all_three_nodes() {
+    let out = Command::new(bin!())
+        .arg("demo")
+        .env("COMMONSD_BIN", daemon_bin!())
+        .output()
+        .expect("run commons demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "commons demo failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    // Lines like `root of "Seed Library" on B: 4a02…`.
+    let mut roots: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for line in stdout.lines() {
+        let Some(rest) = line.trim().strip_prefix("root of ") else {
+            continue;
+        };
+        let (what, root) = rest.rsplit_once(": ").expect("`: ROOT` ends the line");
+        let (name, node) = what.rsplit_once(" on ").expect("` on NODE` names the node");
+        roots
+            .entry(name.to_owned())
+            .or_default()
+            .insert(node.to_owned(), root.to_owned());
+    }
+    assert_eq!(
+        roots.keys().collect::<Vec<_>>(),
+        ["\"Seed Library (arid)\"", "\"Seed Library\""],
+        "{stdout}"
+    );
+    for (name, by_node) in &roots {
+        assert_eq!(
+            by_node.keys().collect::<Vec<_>>(),
+            ["A", "B", "C"],
+            "{name}: {stdout}"
+        );
+        let first = by_node.values().next().expect("three roots");
+        assert_eq!(first.len(), 64, "{name}: a full root: {stdout}");
+        assert!(
+            by_node.values().all(|r| r == first),
+            "{name} differs between nodes: {by_node:?}"
+        );
+    }
+    assert!(
+        stdout.contains("Stopped the three nodes and removed their homes."),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn node_commands_need_a_running_daemon() {
+    let scene = Scene::new(bin!());
+    let alice = scene.person("alice");
+    let home = alice.home.display().to_string();
+    for args in [
+        &["node", "status"][..],
+        &["node", "peers"],
+        &["node", "connect", "/ip4/127.0.0.1/tcp/4001"],
+        &["follow", &"ab".repeat(32)],
+        &["unfollow", "abcd"],
+        &["sync", "abcd"],
+    ] {
+        let err = alice.fails(7, args);
+        assert_eq!(
+            err.trim_end(),
+            format!(
+                "error: no commonsd is running with home {home}\n\
+                 hint: start it with `commonsd` (or `commonsd --home {home}`)"
+            ),
+            "{args:?}"
+        );
+    }
+    // Asking about the node opened no store: nothing was created in the home.
+    assert!(!alice.home.join("store").exists());
+
+    // A socket file nobody answers on (a daemon that died) is ignored: the store is used.
+    drop(std::os::unix::net::UnixListener::bind(alice.home.join("commonsd.sock")).expect("bind"));
+    let seeds = scene.write_tree("seeds", &[("a.txt", b"a\n")]);
+    alice.ok([
+        "create",
+        "Seeds",
+        "--license",
+        "MIT",
+        "--from",
+        seeds.to_str().expect("utf-8"),
+    ]);
+    assert!(alice.ok(["list"]).contains("Seeds"));
+    alice.fails(7, ["node", "status"]);
+
+    let help = alice.ok(["--help"]);
+    assert!(help.contains("7  no daemon"), "{help}");
+}
