@@ -537,40 +537,28 @@ fn signing_message(id: &RecordId) -> [u8; SIGNATURE_DOMAIN.len() + 32] {
 }
 
 fn encode_unsigned(author: &PublicKey, timestamp: u64, body: &Body) -> Vec<u8> {
+    fn encode<B: Encode>(
+        author: &PublicKey,
+        timestamp: u64,
+        body: &B,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, bincode::error::EncodeError> {
+        let value = UnsignedRef {
+            author,
+            timestamp,
+            body,
+        };
+        bincode::encode_into_std_write(value, out, canon())
+    }
     let mut out = vec![FORMAT_VERSION, body.kind() as u8];
-    // Encoding into a Vec cannot fail for these types except on the size limit, which the
-    // callers check against the kind's smaller limit anyway.
     let res = match body {
-        Body::Charter(b) => bincode::encode_into_std_write(
-            UnsignedRef {
-                author,
-                timestamp,
-                body: b,
-            },
-            &mut out,
-            canon(),
-        ),
-        Body::Patch(b) => bincode::encode_into_std_write(
-            UnsignedRef {
-                author,
-                timestamp,
-                body: b,
-            },
-            &mut out,
-            canon(),
-        ),
-        Body::Validation(b) => bincode::encode_into_std_write(
-            UnsignedRef {
-                author,
-                timestamp,
-                body: b,
-            },
-            &mut out,
-            canon(),
-        ),
+        Body::Charter(b) => encode(author, timestamp, b, &mut out),
+        Body::Patch(b) => encode(author, timestamp, b, &mut out),
+        Body::Validation(b) => encode(author, timestamp, b, &mut out),
     };
+    // Encoding into a Vec fails only over the global size limit: return something that is
+    // certainly too large for any kind, so the caller's size check refuses it.
     if res.is_err() {
-        // Over the global limit: return something that is certainly too large for any kind.
         out.resize(MAX_RECORD_BYTES + 1, 0);
     }
     out
