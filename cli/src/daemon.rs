@@ -54,6 +54,10 @@ pub struct DaemonBackend {
     socket: PathBuf,
     /// Set once an exchange failed half-way: the stream may be out of step, so it is not reused.
     broken: std::cell::Cell<bool>,
+    /// Whether the daemon was asked for progress frames on this connection.
+    progress: std::cell::Cell<bool>,
+    /// Draws them.
+    meter: std::cell::RefCell<crate::progress::Meter>,
 }
 
 impl DaemonBackend {
@@ -86,6 +90,8 @@ impl DaemonBackend {
             blobs,
             socket,
             broken: std::cell::Cell::new(false),
+            progress: std::cell::Cell::new(false),
+            meter: std::cell::RefCell::new(crate::progress::Meter::default()),
         }))
     }
 
@@ -103,8 +109,18 @@ impl DaemonBackend {
             .hint("run the command again"));
         }
         let mut stream = &self.stream;
-        let exchange = commons_rpc::write_msg(&mut stream, req)
-            .and_then(|()| commons_rpc::read_msg::<Response>(&mut stream));
+        // Progress frames come before the answer; each one also restarts the read timeout.
+        let exchange = commons_rpc::write_msg(&mut stream, req).and_then(|()| {
+            loop {
+                match commons_rpc::read_msg::<Response>(&mut stream)? {
+                    Response::Progress(p) => self.meter.borrow_mut().show(&p),
+                    other => {
+                        self.meter.borrow_mut().finish();
+                        break Ok(other);
+                    }
+                }
+            }
+        });
         match exchange {
             Ok(Response::Error(e)) => Err(rpc_error(e)),
             Ok(r) => Ok(r),
@@ -143,6 +159,7 @@ impl DaemonBackend {
 
     /// Follows a lineage and pulls it from peers now.
     pub fn follow(&self, lineage: LineageId) -> Result<SyncReport> {
+        self.want_progress();
         match self.call(&Request::Follow { lineage })? {
             Response::Synced(r) => Ok(r),
             other => Err(unexpected("follow", &other)),
@@ -157,8 +174,27 @@ impl DaemonBackend {
         }
     }
 
+    /// Asks the daemon, once per connection, for progress frames before long answers. A daemon
+    /// that does not know the request refuses it; then there is simply no progress shown.
+    fn want_progress(&self) {
+        if !self.progress.replace(true) {
+            let _ = self.call(&Request::WantProgress);
+        }
+    }
+
+    /// Fetches blobs from the daemon's peers now (for a checkout on a `lazy` node), showing
+    /// progress.
+    pub fn fetch_blobs(&self, hashes: Vec<BlobHash>) -> Result<SyncReport> {
+        self.want_progress();
+        match self.call(&Request::FetchBlobs { hashes })? {
+            Response::Synced(r) => Ok(r),
+            other => Err(unexpected("fetch blobs", &other)),
+        }
+    }
+
     /// Pulls a lineage's family from peers now.
     pub fn sync(&self, lineage: LineageId) -> Result<SyncReport> {
+        self.want_progress();
         match self.call(&Request::Sync { lineage })? {
             Response::Synced(r) => Ok(r),
             other => Err(unexpected("sync", &other)),
@@ -182,6 +218,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::Peers(_) => "peers",
         Response::Synced(_) => "synced",
         Response::Ok => "ok",
+        Response::Progress(_) => "progress",
         Response::Error(_) => "error",
     }
 }

@@ -19,6 +19,7 @@ pub mod demo;
 pub mod diff;
 pub mod error;
 pub mod patchset;
+pub mod progress;
 pub mod resolve;
 pub mod worktree;
 

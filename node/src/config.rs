@@ -6,6 +6,7 @@
 //! mdns = true
 //! kademlia = true
 //! sync_interval_secs = 30
+//! blobs = "eager"   # or "lazy": fetch a patch's files only when a checkout needs them
 //! ```
 
 use std::path::Path;
@@ -29,6 +30,18 @@ struct FileConfig {
     mdns: Option<bool>,
     kademlia: Option<bool>,
     sync_interval_secs: Option<u64>,
+    blobs: Option<BlobPolicy>,
+}
+
+/// When the blobs (file contents) of patches are fetched from peers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobPolicy {
+    /// When the patch arrives: a patch is stored only once its blobs are here.
+    #[default]
+    Eager,
+    /// Patches are stored without their blobs; a checkout that needs them fetches them.
+    Lazy,
 }
 
 /// The effective configuration.
@@ -44,6 +57,8 @@ pub struct Config {
     pub kademlia: bool,
     /// Periodic catch-up interval.
     pub sync_interval: Duration,
+    /// When blobs are fetched.
+    pub blobs: BlobPolicy,
 }
 
 /// Flags that override the file.
@@ -88,6 +103,7 @@ impl Config {
             mdns: file.mdns.unwrap_or(true) && !flags.no_mdns,
             kademlia: file.kademlia.unwrap_or(true) && !flags.no_kademlia,
             sync_interval,
+            blobs: file.blobs.unwrap_or_default(),
         })
     }
 }
@@ -108,6 +124,17 @@ mod tests {
         assert_eq!(c.listen, vec!["/ip4/0.0.0.0/tcp/4001"]);
         assert!(c.mdns);
         assert_eq!(c.sync_interval, Duration::from_secs(5));
+        assert_eq!(c.blobs, BlobPolicy::Eager);
+        std::fs::write(dir.path().join(CONFIG_FILE), "blobs = \"lazy\"\n").unwrap();
+        let lazy = Config::load(dir.path(), &Overrides::default()).unwrap();
+        assert_eq!(lazy.blobs, BlobPolicy::Lazy);
+        std::fs::write(dir.path().join(CONFIG_FILE), "blobs = \"sometimes\"\n").unwrap();
+        assert!(Config::load(dir.path(), &Overrides::default()).is_err());
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "listen = [\"/ip4/0.0.0.0/tcp/4001\"]\nbootstrap = [\"/ip4/1.2.3.4/tcp/1\"]\nsync_interval_secs = 5\n",
+        )
+        .unwrap();
         let flags = Overrides {
             listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
             bootstrap: vec!["/ip4/5.6.7.8/tcp/2".into()],

@@ -2,22 +2,32 @@
 //!
 //! One task accepts connections; each connection gets a task of its own, at most
 //! [`MAX_CONTROL_CONNECTIONS`] at a time (further clients wait in the kernel's backlog).
+//!
+//! After a client sends `WantProgress`, its `Sync`, `Follow` and `FetchBlobs` requests get
+//! `Progress` frames (blob downloads: items, bytes) every [`PROGRESS_INTERVAL`] while something
+//! changes, and at least every [`PROGRESS_KEEPALIVE`], before the final answer.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use commons_rpc::{FrameError, MAX_FRAME_BYTES, Request, Response, RpcError};
+use commons_rpc::{FrameError, MAX_FRAME_BYTES, Progress, Request, Response, RpcError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, watch};
 
+use crate::blobs::Snapshot;
 use crate::service::Ctx;
 
 /// Most control connections served at once. The CLI opens one per command, so this is many
 /// more than a person types, and small enough that a runaway script cannot exhaust tasks.
 pub const MAX_CONTROL_CONNECTIONS: usize = 32;
+/// How often progress is sampled while long work runs for a client that asked for it.
+pub const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+/// Longest silence before a progress frame is sent anyway, well under the CLI's answer timeout
+/// (each frame restarts it).
+pub const PROGRESS_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Binds the socket at `path`, refusing if another daemon answers there and removing a stale
 /// socket file left by one that died.
@@ -87,8 +97,16 @@ async fn read_request(stream: &mut UnixStream) -> Result<Option<Request>, FrameE
 }
 
 async fn connection(mut stream: UnixStream, ctx: Ctx) -> Result<(), FrameError> {
+    let mut progress = false;
     loop {
         let response = match read_request(&mut stream).await {
+            Ok(Some(Request::WantProgress)) => {
+                progress = true;
+                Response::Ok
+            }
+            Ok(Some(
+                req @ (Request::Sync { .. } | Request::Follow { .. } | Request::FetchBlobs { .. }),
+            )) if progress => with_progress(&mut stream, &ctx, req).await?,
             Ok(Some(req)) => ctx.handle(req).await,
             Ok(None) => return Ok(()),
             Err(FrameError::Json(e)) => Response::Error(RpcError {
@@ -105,6 +123,48 @@ async fn connection(mut stream: UnixStream, ctx: Ctx) -> Result<(), FrameError> 
             }))?,
         };
         stream.write_all(&frame).await?;
+    }
+}
+
+/// Answers `req`, sending `Progress` frames while it runs.
+async fn with_progress(
+    stream: &mut UnixStream,
+    ctx: &Ctx,
+    req: Request,
+) -> Result<Response, FrameError> {
+    let start = ctx.blobs.snapshot();
+    let work = ctx.handle(req);
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: Option<Progress> = None;
+    let mut last_sent = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            response = &mut work => return Ok(response),
+            _ = tick.tick() => {
+                let p = progress_since(&start, &ctx.blobs.snapshot());
+                if last.as_ref() != Some(&p) || last_sent.elapsed() >= PROGRESS_KEEPALIVE {
+                    stream.write_all(&commons_rpc::encode_frame(&Response::Progress(p.clone()))?).await?;
+                    last = Some(p);
+                    last_sent = tokio::time::Instant::now();
+                }
+            }
+        }
+    }
+}
+
+/// Blob downloads since `start`: finished ones, and the bytes of those still running.
+fn progress_since(start: &Snapshot, now: &Snapshot) -> Progress {
+    let items_done = now.completed.saturating_sub(start.completed);
+    let bytes_done = now.received.saturating_sub(start.received);
+    Progress {
+        what: "blobs".into(),
+        items_done,
+        items_total: items_done + now.active,
+        bytes_done,
+        bytes_total: bytes_done + now.active_total.saturating_sub(now.active_done),
     }
 }
 

@@ -10,10 +10,12 @@
 //! - **workers**: record ingestion, serving peers' sync requests and catch-up rounds, each
 //!   bounded by a semaphore.
 
+pub mod blobs;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod follows;
+pub mod reconcile;
 pub mod service;
 
 use std::path::PathBuf;
@@ -92,6 +94,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         home: home.root().to_owned(),
         node_key: identity.node.public(),
         catchups: Arc::new(Semaphore::new(service::MAX_CATCHUPS)),
+        blobs: Arc::new(blobs::Blobs::new(config.blobs)),
+        reconcile: Arc::new(reconcile::Reconciliation::default()),
     };
     follow_own_commons(&ctx, identity.author.public()).await;
     for l in ctx.follows.list() {
@@ -223,6 +227,7 @@ async fn on_event(
 /// Answers a peer's sync request from the store.
 async fn answer(ctx: &Ctx, request: SyncRequest) -> SyncResponse {
     let store = ctx.store.clone();
+    let reconcile = ctx.reconcile.clone();
     let result =
         tokio::task::spawn_blocking(move || -> Result<SyncResponse, commons_store::StoreError> {
             Ok(match request {
@@ -252,6 +257,12 @@ async fn answer(ctx: &Ctx, request: SyncRequest) -> SyncResponse {
                     SyncResponse::Ids { ids: page, more }
                 }
                 SyncRequest::GetBlob { hash, offset, len } => read_chunk(&store, hash, offset, len),
+                SyncRequest::GetOutboard { hash, offset, len } => {
+                    blobs::read_outboard(&store, hash, offset, len)
+                }
+                SyncRequest::Reconcile {
+                    family, message, ..
+                } => reconcile.answer(&store, family, &message),
             })
         })
         .await;

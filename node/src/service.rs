@@ -4,7 +4,6 @@
 //! task. Store calls block on the storage thread, so they run under `spawn_blocking`.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -22,10 +21,6 @@ use crate::follows::Follows;
 pub const MAX_DEPENDENCY_FETCH: usize = 10_000;
 /// Records asked of a peer in one request (the protocol allows up to 256).
 pub const FETCH_BATCH: usize = 256;
-/// Ids asked for per `ListIds` page.
-pub const LIST_PAGE: u32 = 4096;
-/// Bytes per blob chunk request.
-pub const BLOB_CHUNK: u32 = 1 << 20;
 /// Rounds of asking peers for a patch's blobs before the patch is left for the next catch-up.
 pub const BLOB_FETCH_ATTEMPTS: u32 = 4;
 /// Pause before the second round; it doubles each round (0.2 + 0.4 + 0.8 s in all).
@@ -48,6 +43,10 @@ pub struct Ctx {
     pub node_key: commons_core::PublicKey,
     /// Bounds concurrent catch-up rounds.
     pub catchups: Arc<Semaphore>,
+    /// Blob downloads (policy, limits, counters): see `blobs.rs`.
+    pub blobs: Arc<crate::blobs::Blobs>,
+    /// Set reconciliation (item sets, counters): see `reconcile.rs`.
+    pub reconcile: Arc<crate::reconcile::Reconciliation>,
 }
 
 fn error(code: &str, message: impl ToString) -> Response {
@@ -196,6 +195,9 @@ impl Ctx {
                 Ok(report) => Response::Synced(report),
                 Err(e) => e,
             },
+            Request::FetchBlobs { hashes } => self.fetch_blobs_now(hashes).await,
+            // The control connection handles it; here it only acknowledges.
+            Request::WantProgress => Response::Ok,
         }
     }
 
@@ -270,6 +272,8 @@ impl Ctx {
             store_bytes,
             records,
             banned: status.banned.iter().map(|p| p.to_string()).collect(),
+            blobs: self.blobs.report(),
+            reconcile: self.reconcile.report(),
         })
     }
 
@@ -379,35 +383,34 @@ impl Ctx {
             .and_then(|s| s.family)
     }
 
-    /// Fetches from `peer` every record of `family` this store lacks (a simple exchange: the
-    /// peer's id list against ours; set reconciliation is a later refinement).
+    /// Fetches from `peer` every record of `family` this store lacks: reconciles the family's
+    /// record ids with the peer's (`NetHandle::reconcile`, whose cost follows the difference,
+    /// not the family's size), then fetches the missing records and ingests them.
     pub async fn catch_up(&self, peer: PeerId, family: LineageId, report: &mut SyncReport) {
         let store = self.store.clone();
-        let local: BTreeSet<RecordId> = match blocking(move || store.family_ids(&family)).await {
-            Ok(ids) => ids.into_iter().collect(),
-            Err(_) => return,
+        let reconcile = self.reconcile.clone();
+        let Ok(items) = blocking(move || reconcile.items(&store, family)).await else {
+            return;
         };
-        let mut after = None;
-        let mut missing = Vec::new();
-        loop {
-            let commons_net::IdPage { ids, more } = match self
-                .net
-                .list_ids(peer, family, after, LIST_PAGE)
-                .await
-            {
-                Ok(page) => page,
-                Err(e) => {
-                    tracing::debug!(target: "commons_node::sync", %peer, error = %e, "list_ids failed");
-                    return;
-                }
-            };
-            after = ids.last().copied();
-            missing.extend(ids.into_iter().filter(|id| !local.contains(id)));
-            if !more || after.is_none() {
-                break;
+        let session = match self.net.reconcile(peer, family, &*items).await {
+            Ok(session) => session,
+            Err(e) => {
+                tracing::debug!(target: "commons_node::sync", %peer, error = %e, "reconcile failed");
+                return;
             }
-        }
-        for chunk in missing.chunks(FETCH_BATCH) {
+        };
+        self.reconcile.record(&session);
+        tracing::debug!(
+            target: "commons_node::sync",
+            %peer,
+            %family,
+            rounds = session.rounds,
+            bytes = session.bytes_sent + session.bytes_received,
+            missing = session.need.len(),
+            complete = session.complete,
+            "reconciled"
+        );
+        for chunk in session.need.chunks(FETCH_BATCH) {
             match self.net.get_records(peer, chunk.to_vec()).await {
                 Ok(records) => self.ingest(Some(peer), records, report).await,
                 Err(e) => {
@@ -450,7 +453,9 @@ impl Ctx {
                     wanted.push(v.patch);
                 }
             }
-            if let Some(p) = record.as_patch() {
+            if let Some(p) = record.as_patch()
+                && self.blobs.policy == crate::config::BlobPolicy::Eager
+            {
                 let blobs: Vec<BlobHash> = p.changes.iter().filter_map(|c| c.after).collect();
                 if !self.fetch_blobs(from, &blobs, report).await {
                     tracing::debug!(target: "commons_node::sync", id = %record.id(), "blobs missing; patch left for a later round");
@@ -522,10 +527,10 @@ impl Ctx {
         }
     }
 
-    /// Fetches the blobs that are not present, verifying each against its hash before it enters
-    /// the blob store. The sender is asked first; a relay may not hold the blobs yet (gossip
-    /// forwards a record as soon as it is verified), so then every other connected peer is
-    /// asked, a few times with a growing pause. Returns whether all are present afterwards.
+    /// Fetches the blobs that are not present, verified 16 KiB at a time as they stream in
+    /// (`blobs.rs`), from the sender and every other connected peer in parallel: a relay may
+    /// not hold the blobs yet (gossip forwards a record as soon as it is verified), so peers are
+    /// asked a few times with a growing pause. Returns whether all are present afterwards.
     async fn fetch_blobs(
         &self,
         from: Option<PeerId>,
@@ -552,21 +557,22 @@ impl Ctx {
             }
             let mut still = Vec::new();
             for hash in missing {
-                let mut got = false;
-                for peer in &peers {
-                    match self.fetch_blob(*peer, hash).await {
-                        Ok(len) => {
+                match self
+                    .blobs
+                    .fetch(&self.net, self.store.blobs(), hash, &peers)
+                    .await
+                {
+                    Ok(f) => {
+                        if f.received > 0 || f.resumed > 0 {
                             report.new_blobs += 1;
-                            report.blob_bytes += len;
-                            got = true;
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::debug!(target: "commons_node::sync", %peer, blob = %hash, error = %e, "blob fetch failed");
+                            report.blob_bytes += f.received;
                         }
                     }
+                    Err(e) => {
+                        tracing::debug!(target: "commons_node::sync", blob = %hash, error = %format!("{e:#}"), "blob fetch failed");
+                    }
                 }
-                if !got && !self.store.blobs().contains(&hash) {
+                if !self.store.blobs().contains(&hash) {
                     still.push(hash);
                 }
             }
@@ -575,43 +581,33 @@ impl Ctx {
         missing.is_empty()
     }
 
-    async fn fetch_blob(&self, peer: PeerId, hash: BlobHash) -> anyhow::Result<u64> {
-        let tmp_dir = self.home.join("tmp");
-        std::fs::create_dir_all(&tmp_dir)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir)?;
-        let mut hasher = blake3::Hasher::new();
-        let mut offset = 0u64;
-        loop {
-            let commons_net::BlobChunk {
-                total_len: total,
-                bytes,
-            } = self
-                .net
-                .get_blob_chunk(peer, hash, offset, BLOB_CHUNK)
-                .await?;
-            if bytes.is_empty() && offset < total {
-                anyhow::bail!("peer sent an empty chunk at {offset} of {total}");
-            }
-            hasher.update(&bytes);
-            tmp.write_all(&bytes)?;
-            offset += bytes.len() as u64;
-            if offset >= total {
-                break;
-            }
+    /// `FetchBlobs` from the CLI: every connected peer is asked for each missing blob.
+    async fn fetch_blobs_now(&self, hashes: Vec<BlobHash>) -> Response {
+        let peers = match self.net.status().await {
+            Ok(s) => s.connected.len(),
+            Err(e) => return error("network", e),
+        };
+        let mut report = SyncReport {
+            peers,
+            new_records: 0,
+            new_blobs: 0,
+            blob_bytes: 0,
+        };
+        if self.fetch_blobs(None, &hashes, &mut report).await {
+            Response::Synced(report)
+        } else {
+            let missing = hashes
+                .iter()
+                .filter(|h| !self.store.blobs().contains(h))
+                .count();
+            error(
+                "not_found",
+                format!(
+                    "{missing} of {} blob(s) could not be fetched from {peers} connected peer(s); what was verified is kept for the next try",
+                    hashes.len()
+                ),
+            )
         }
-        if BlobHash(*hasher.finalize().as_bytes()) != hash {
-            self.net
-                .report_bad_peer(peer, "served bytes that do not match the blob's hash")
-                .await
-                .ok();
-            anyhow::bail!("peer {peer} served bytes that do not match blob {hash}");
-        }
-        tmp.as_file().sync_all()?;
-        let file = tmp.reopen()?;
-        let blobs = self.store.blobs().clone();
-        let stored = tokio::task::spawn_blocking(move || blobs.put_reader(file)).await??;
-        anyhow::ensure!(stored == hash, "blob changed while being stored");
-        Ok(offset)
     }
 }
 

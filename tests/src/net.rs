@@ -130,6 +130,14 @@ impl Daemon {
         status.code().unwrap_or(-1)
     }
 
+    /// Kills it with SIGKILL (no chance to clean up) and waits for it to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL commonsd");
+            child.wait().expect("reap commonsd");
+        }
+    }
+
     /// Restarts a stopped daemon with the same home.
     pub fn restart(&mut self, bootstrap: &[&str]) {
         assert!(self.child.is_none(), "stop it first");

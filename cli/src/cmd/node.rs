@@ -131,6 +131,17 @@ pub fn status(ctx: &Ctx) -> Result<()> {
             human_bytes(s.store_bytes),
             plural(s.records, "record", "records")
         ));
+        let b = &s.blobs;
+        if b.completed + b.active + b.bad_groups > 0 {
+            t.push_str(&format!(
+                "blobs      {} fetched ({} received, {} resumed), {} in progress, {} bad chunk groups refused\n",
+                b.completed,
+                human_bytes(b.received_bytes),
+                human_bytes(b.resumed_bytes),
+                b.active,
+                b.bad_groups
+            ));
+        }
         t
     })
 }

@@ -25,14 +25,30 @@ struct CheckedOut {
 
 fn check_blobs<'a>(
     backend: &dyn Backend,
-    hashes: impl IntoIterator<Item = (&'a String, &'a BlobHash)>,
+    hashes: impl IntoIterator<Item = (&'a String, &'a BlobHash)> + Clone,
 ) -> Result<()> {
     let mut missing = Vec::new();
-    for (path, h) in hashes {
+    for (path, h) in hashes.clone() {
         if !backend.has_blob(h)? {
-            missing.push(path.as_str());
+            missing.push((path.as_str(), *h));
         }
     }
+    // A node whose blob policy is `lazy` holds patches without their files: its daemon fetches
+    // them now. What no peer had stays missing and is reported below.
+    let mut asked_peers = false;
+    if let (Some(d), false) = (backend.daemon(), missing.is_empty()) {
+        let wanted: BTreeSet<BlobHash> = missing.iter().map(|(_, h)| *h).collect();
+        // A failure shows below as the files still missing.
+        let _ = d.fetch_blobs(wanted.into_iter().collect());
+        asked_peers = true;
+        missing.clear();
+        for (path, h) in hashes {
+            if !backend.has_blob(h)? {
+                missing.push((path.as_str(), *h));
+            }
+        }
+    }
+    let missing: Vec<&str> = missing.into_iter().map(|(p, _)| p).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -42,7 +58,11 @@ fn check_blobs<'a>(
         missing.iter().take(5).copied().collect::<Vec<_>>().join(", "),
         if missing.len() > 5 { ", …" } else { "" }
     ))
-    .hint("import a bundle that carries the files (`commons bundle import FILE`); nothing was written"))
+    .hint(if asked_peers {
+        "no connected peer could give them; connect to one that has them (`commons node connect ADDR`) or import a bundle that carries them (`commons bundle import FILE`); nothing was written"
+    } else {
+        "import a bundle that carries the files (`commons bundle import FILE`); nothing was written"
+    }))
 }
 
 fn write_blob(backend: &dyn Backend, root: &Path, path: &str, hash: &BlobHash) -> Result<()> {

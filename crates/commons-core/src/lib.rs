@@ -8,6 +8,7 @@
 pub mod id;
 pub mod incremental;
 pub mod keys;
+pub mod reconcile;
 pub mod record;
 pub mod state;
 pub mod tree;

@@ -260,6 +260,9 @@ pub enum BadResponse {
     /// Ids not in ascending order after the cursor, or more than the limit.
     #[error("id page out of order or over the limit")]
     BadPage,
+    /// A reconciliation message that breaks its caps or the order of its ranges.
+    #[error("bad reconciliation message: {0}")]
+    Reconcile(commons_core::reconcile::MessageError),
     /// A blob chunk of the wrong length for the offset and total length.
     #[error(
         "blob chunk of {got} bytes at offset {offset} does not fit a blob of {total_len} bytes"
@@ -541,6 +544,31 @@ impl NetHandle {
         Ok(IdPage { ids, more })
     }
 
+    /// Sends one message of a reconciliation session over a family's record ids and returns
+    /// the peer's answer, checked against the caps and the order of ranges (a peer that breaks
+    /// them is penalised). Sessions are driven by [`NetHandle::reconcile`].
+    pub async fn reconcile_round(
+        &self,
+        peer: PeerId,
+        family: LineageId,
+        round: u32,
+        message: commons_core::reconcile::Message,
+    ) -> Result<commons_core::reconcile::Message, FetchError> {
+        let request = SyncRequest::Reconcile {
+            family,
+            round,
+            message,
+        };
+        let answer = match self.request(peer, request).await? {
+            SyncResponse::Reconcile(m) => m,
+            _ => return self.bad_response(peer, BadResponse::WrongKind).await,
+        };
+        match answer.check(&commons_core::reconcile::RESPONSE_LIMITS) {
+            Ok(()) => Ok(answer),
+            Err(e) => self.bad_response(peer, BadResponse::Reconcile(e)).await,
+        }
+    }
+
     /// Fetches `len` (1 to 1 MiB) bytes of a blob from `offset`. Nothing is verified but the
     /// lengths: the caller checks the whole blob against its hash.
     pub async fn get_blob_chunk(
@@ -565,6 +593,23 @@ impl NetHandle {
             return self.bad_response(peer, reason).await;
         }
         Ok(BlobChunk { total_len, bytes })
+    }
+
+    /// Fetches `len` (1 to 1 MiB) bytes of a blob's outboard from `offset`, with the blob's
+    /// length. Nothing is verified here: the caller knows the outboard's layout, checks the
+    /// lengths against the blob's and the whole outboard against the blob's hash.
+    pub async fn get_outboard(
+        &self,
+        peer: PeerId,
+        hash: BlobHash,
+        offset: u64,
+        len: u32,
+    ) -> Result<BlobChunk, FetchError> {
+        let request = SyncRequest::GetOutboard { hash, offset, len };
+        match self.request(peer, request).await? {
+            SyncResponse::Outboard { total_len, bytes } => Ok(BlobChunk { total_len, bytes }),
+            _ => self.bad_response(peer, BadResponse::WrongKind).await,
+        }
     }
 }
 

@@ -12,13 +12,15 @@
 //!
 //! Module map: [`gossip`] (topics, message ids, the verdict on a gossip message), [`wire`] (the
 //! sync messages, their limits and codec), [`penalty`] (strikes and bans), [`behaviour`] (how each
-//! libp2p protocol is configured), [`handle`] (the node's API), [`task`] (the event loop).
+//! libp2p protocol is configured), [`handle`] (the node's API), [`task`] (the event loop),
+//! [`reconcile`] (a set-reconciliation session with a peer).
 
 pub mod behaviour;
 pub mod config;
 pub mod gossip;
 pub mod handle;
 pub mod penalty;
+pub mod reconcile;
 pub mod task;
 pub mod wire;
 
@@ -34,6 +36,7 @@ pub use handle::{
     PublishError, Published, RequestFailure, Responder, SpawnError,
 };
 pub use libp2p::{Multiaddr, PeerId, multiaddr};
+pub use reconcile::Reconciled;
 pub use wire::{SyncRequest, SyncResponse};
 
 /// The peer id that a node key seed gives, without starting anything.

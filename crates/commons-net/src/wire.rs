@@ -9,6 +9,7 @@
 use std::io;
 
 use bincode::{Decode, Encode};
+use commons_core::reconcile;
 use commons_core::record::MAX_RECORD_BYTES;
 use commons_core::{BlobHash, LineageId, RecordId};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -17,8 +18,8 @@ use libp2p::StreamProtocol;
 /// The protocol name.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/commons/sync/1");
 
-/// Largest request frame. The biggest legal request is `GetRecords` with 256 ids, about 8 KiB;
-/// the cap leaves room for later fields while keeping what a peer can make us buffer per inbound
+/// Largest request frame. The biggest legal request is a `Reconcile` at its caps (256 ranges,
+/// 1024 ids: about 45 KiB); the cap leaves room for later fields while keeping what a peer can make us buffer per inbound
 /// stream small.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Largest response frame. One blob chunk (1 MiB), a page of ids (128 KiB) or a batch of
@@ -68,6 +69,28 @@ pub enum SyncRequest {
         /// Most bytes wanted.
         len: u32,
     },
+    /// Bytes `offset .. offset + len` of a blob's outboard (`len` 1 to [`MAX_BLOB_CHUNK`]): the
+    /// BLAKE3 chaining values of its 16 KiB chunk groups, 32 bytes each (see `docs/protocol.md`).
+    /// The answer also gives the blob's length, so `offset 0` is how a download starts.
+    GetOutboard {
+        /// The blob.
+        hash: BlobHash,
+        /// Where the piece starts in the outboard.
+        offset: u64,
+        /// Most bytes wanted.
+        len: u32,
+    },
+    /// One round of set reconciliation of a family's record ids (see
+    /// `commons_core::reconcile`): the initiator's message, within
+    /// [`reconcile::REQUEST_LIMITS`]. Answered with `Reconcile`.
+    Reconcile {
+        /// The family, named by its root lineage.
+        family: LineageId,
+        /// Which round of the session this is, from 0 (below [`reconcile::MAX_ROUNDS`]).
+        round: u32,
+        /// The initiator's message.
+        message: reconcile::Message,
+    },
 }
 
 /// A sync response.
@@ -90,6 +113,17 @@ pub enum SyncResponse {
         /// The chunk.
         bytes: Vec<u8>,
     },
+    /// Answer to `GetOutboard`: the blob's length (which fixes the outboard's) and the requested
+    /// piece of its outboard (fewer bytes at the end, none for a blob of one group).
+    Outboard {
+        /// Length of the blob (not of the outboard).
+        total_len: u64,
+        /// The piece.
+        bytes: Vec<u8>,
+    },
+    /// Answer to `Reconcile`: the responder's message, within [`reconcile::RESPONSE_LIMITS`]
+    /// (empty when nothing is left to do).
+    Reconcile(reconcile::Message),
     /// The peer does not have what was asked for.
     NotFound,
 }
@@ -114,6 +148,9 @@ pub enum WireError {
     /// A field is out of its bounds.
     #[error("sync message out of bounds: {0}")]
     OutOfBounds(&'static str),
+    /// A reconciliation message breaks its caps or the order of its ranges.
+    #[error("bad reconciliation message: {0}")]
+    Reconcile(reconcile::MessageError),
 }
 
 impl From<WireError> for io::Error {
@@ -138,6 +175,15 @@ impl SyncRequest {
             SyncRequest::GetBlob { len, .. } if *len == 0 || *len > MAX_BLOB_CHUNK => {
                 Err(WireError::OutOfBounds("GetBlob length not in 1..=1 MiB"))
             }
+            SyncRequest::GetOutboard { len, .. } if *len == 0 || *len > MAX_BLOB_CHUNK => Err(
+                WireError::OutOfBounds("GetOutboard length not in 1..=1 MiB"),
+            ),
+            SyncRequest::Reconcile { round, .. } if *round >= reconcile::MAX_ROUNDS => {
+                Err(WireError::OutOfBounds("Reconcile round over the limit"))
+            }
+            SyncRequest::Reconcile { message, .. } => message
+                .check(&reconcile::REQUEST_LIMITS)
+                .map_err(WireError::Reconcile),
             _ => Ok(()),
         }
     }
@@ -159,6 +205,12 @@ impl SyncResponse {
             SyncResponse::Blob { bytes, .. } if bytes.len() > MAX_BLOB_CHUNK as usize => {
                 Err(WireError::OutOfBounds("blob chunk over 1 MiB"))
             }
+            SyncResponse::Outboard { bytes, .. } if bytes.len() > MAX_BLOB_CHUNK as usize => {
+                Err(WireError::OutOfBounds("outboard piece over 1 MiB"))
+            }
+            SyncResponse::Reconcile(message) => message
+                .check(&reconcile::RESPONSE_LIMITS)
+                .map_err(WireError::Reconcile),
             _ => Ok(()),
         }
     }
@@ -203,6 +255,16 @@ impl SyncResponse {
             ) => {
                 bytes.truncate((*len).min(MAX_BLOB_CHUNK) as usize);
                 SyncResponse::Blob { total_len, bytes }
+            }
+            (
+                SyncResponse::Outboard {
+                    total_len,
+                    mut bytes,
+                },
+                SyncRequest::GetOutboard { len, .. },
+            ) => {
+                bytes.truncate((*len).min(MAX_BLOB_CHUNK) as usize);
+                SyncResponse::Outboard { total_len, bytes }
             }
             (other, _) => other,
         }
@@ -353,6 +415,32 @@ mod tests {
             decode::<SyncResponse>(&b, MAX_RESPONSE_BYTES).expect("decodes"),
             resp
         );
+        let ob = SyncRequest::GetOutboard {
+            hash: BlobHash([5; 32]),
+            offset: 64,
+            len: MAX_BLOB_CHUNK,
+        };
+        let b = encode(&ob, MAX_REQUEST_BYTES).expect("encodes");
+        assert_eq!(
+            decode::<SyncRequest>(&b, MAX_REQUEST_BYTES).expect("decodes"),
+            ob
+        );
+        // The largest outboard piece fits the response cap.
+        let piece = SyncResponse::Outboard {
+            total_len: 1 << 40,
+            bytes: vec![7; MAX_BLOB_CHUNK as usize],
+        };
+        let b = encode(&piece, MAX_RESPONSE_BYTES).expect("fits");
+        assert_eq!(
+            decode::<SyncResponse>(&b, MAX_RESPONSE_BYTES).expect("decodes"),
+            piece
+        );
+        let over = SyncRequest::GetOutboard {
+            hash: BlobHash([5; 32]),
+            offset: 0,
+            len: MAX_BLOB_CHUNK + 1,
+        };
+        assert!(over.check().is_err());
     }
 
     #[test]

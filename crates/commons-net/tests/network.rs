@@ -350,6 +350,8 @@ struct Store {
     blobs: HashMap<BlobHash, Vec<u8>>,
     /// Requests for the key are answered with the value's record instead: a lying peer.
     lies: HashMap<RecordId, RecordId>,
+    /// Reconciliation is answered with ranges out of order: a peer that sends nonsense.
+    nonsense_reconcile: bool,
 }
 
 impl Store {
@@ -386,6 +388,20 @@ impl Store {
                 }
                 None => SyncResponse::NotFound,
             },
+            SyncRequest::GetOutboard { .. } => SyncResponse::NotFound,
+            SyncRequest::Reconcile { message, .. } if self.nonsense_reconcile => {
+                let mut reply = message.clone();
+                reply.ranges.reverse();
+                SyncResponse::Reconcile(reply)
+            }
+            SyncRequest::Reconcile { message, .. } => {
+                use commons_core::reconcile::{Config, Reconciler, SortedItems};
+                let items = SortedItems::new(self.family.iter().copied().collect());
+                match Reconciler::new(Config::responder()).receive(&items, message) {
+                    Ok(reply) => SyncResponse::Reconcile(reply.unwrap_or_default()),
+                    Err(_) => SyncResponse::NotFound,
+                }
+            }
         }
     }
 }
@@ -637,4 +653,70 @@ async fn inbound_requests_beyond_the_bound_are_refused() {
     calls.abort_all();
     a.handle.shutdown();
     b.handle.shutdown();
+}
+
+/// A reconciliation session over the network finds exactly the ids the peer has and this node
+/// lacks; a peer answering with ranges out of order is struck and the session ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_finds_what_is_missing_and_nonsense_is_penalised() {
+    use commons_core::reconcile::SortedItems;
+    init_tracing();
+    let a = Node::start(config(41)).await;
+    let b = Node::start(config(42)).await;
+    let c = Node::start(config(43)).await;
+    let id = |i: u32| RecordId(*blake3::hash(&i.to_le_bytes()).as_bytes());
+
+    // B holds ids 0..5000; A lacks 7 of them and holds 5 that B lacks.
+    let store = Store {
+        family: (0..5000).map(id).collect(),
+        ..Store::default()
+    };
+    let lacking: BTreeSet<RecordId> = [3, 700, 701, 2500, 4000, 4998, 4999]
+        .into_iter()
+        .map(id)
+        .collect();
+    let local = SortedItems::new((0..5005).map(id).filter(|i| !lacking.contains(i)).collect());
+    let b_peer = b.peer();
+    let responder = tokio::spawn(respond_from(store, b.events));
+    a.handle.dial(b.addr.clone()).await.expect("dial");
+    let session = a
+        .handle
+        .reconcile(b_peer, LINEAGE, &local)
+        .await
+        .expect("reconcile");
+    assert!(session.complete, "{session:?}");
+    assert_eq!(session.need, lacking.into_iter().collect::<Vec<_>>());
+    assert!(session.rounds <= 4, "{session:?}");
+    assert!(
+        session.bytes_sent + session.bytes_received < 5000 * 32 / 5,
+        "{session:?}"
+    );
+
+    // C answers with its ranges reversed: refused on decoding, a strike, no session.
+    let c_store = Store {
+        family: (0..100).map(id).collect(),
+        nonsense_reconcile: true,
+        ..Store::default()
+    };
+    let c_peer = c.peer();
+    let liar = tokio::spawn(respond_from(c_store, c.events));
+    a.handle.dial(c.addr.clone()).await.expect("dial");
+    let bad = a.handle.reconcile(c_peer, LINEAGE, &local).await;
+    assert!(bad.is_err(), "{bad:?}");
+    let strikes = a
+        .handle
+        .peers()
+        .await
+        .expect("peers")
+        .into_iter()
+        .find(|p| p.peer_id == c_peer)
+        .map(|p| p.strikes);
+    assert_eq!(strikes, Some(1));
+
+    for n in [&a.handle, &b.handle, &c.handle] {
+        n.shutdown();
+    }
+    within("shutdown", a.join).await.expect("task ends cleanly");
+    within("responder ends", responder).await.expect("ends");
+    within("liar ends", liar).await.expect("ends");
 }

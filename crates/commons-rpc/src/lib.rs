@@ -117,6 +117,15 @@ pub enum Request {
         /// Which.
         lineage: LineageId,
     },
+    /// Fetch blobs from connected peers now (a `checkout` on a node whose policy is `lazy`).
+    /// Answered with `Synced`; blobs that no peer had are missing from its counts.
+    FetchBlobs {
+        /// The blobs wanted.
+        hashes: Vec<BlobHash>,
+    },
+    /// From now on, on this connection, `Sync`, `Follow` and `FetchBlobs` send `Progress`
+    /// frames before their final answer. Answered with `Ok`.
+    WantProgress,
 }
 
 /// A lineage summary as the daemon reports it (mirrors `commons_store::LineageSummary`; the
@@ -171,6 +180,60 @@ pub struct NodeStatus {
     pub records: u64,
     /// Peers banned at the moment for misbehaving.
     pub banned: Vec<String>,
+    /// Blob downloads since the daemon started.
+    #[serde(default)]
+    pub blobs: BlobStats,
+    /// Set reconciliation since the daemon started (catch-up of record ids).
+    #[serde(default)]
+    pub reconcile: ReconcileStats,
+}
+
+/// Set reconciliation since the daemon started (see `docs/protocol.md`, "Reconciliation").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileStats {
+    /// Sessions this node started (one per peer and family per catch-up).
+    pub sessions: u64,
+    /// Round trips of those sessions.
+    pub rounds: u64,
+    /// Bytes of reconciliation messages sent and received in them.
+    pub bytes: u64,
+    /// Record ids they found missing here.
+    pub missing: u64,
+    /// Reconciliation rounds answered for peers.
+    pub served: u64,
+}
+
+/// Blob downloads since the daemon started (verified streaming, see `docs/protocol.md`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobStats {
+    /// Blobs completed and stored.
+    pub completed: u64,
+    /// Verified bytes received from peers.
+    pub received_bytes: u64,
+    /// Bytes found already verified in partial downloads when they were resumed.
+    pub resumed_bytes: u64,
+    /// Chunk groups that failed verification (each cost its sender a strike).
+    pub bad_groups: u64,
+    /// Verified bytes received per peer (peer id, bytes), for the peers seen first.
+    pub by_peer: Vec<(String, u64)>,
+    /// Downloads in progress.
+    pub active: u64,
+}
+
+/// How far long work has got, sent before the final answer when the client asked for it
+/// (`WantProgress`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// What is being done (`records`, `blobs`).
+    pub what: String,
+    /// Items done.
+    pub items_done: u64,
+    /// Items known so far.
+    pub items_total: u64,
+    /// Bytes done.
+    pub bytes_done: u64,
+    /// Bytes known so far.
+    pub bytes_total: u64,
 }
 
 /// What a sync brought.
@@ -216,6 +279,8 @@ pub enum Response {
     Synced(SyncReport),
     /// Done, nothing to report.
     Ok,
+    /// Not the answer yet: how far the work has got (only after `WantProgress`).
+    Progress(Progress),
     /// The request failed.
     Error(RpcError),
 }

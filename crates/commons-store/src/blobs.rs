@@ -8,6 +8,13 @@
 //! of the stream, so the temporary file lives in `blobs/` itself, on the same file system as
 //! every shard, which keeps the rename atomic. A blob already present is not written again.
 //! Temporary files left by a crash are removed when the store opens.
+//!
+//! Next to each blob is its **outboard** `blobs/ab/abcdef….obao` (see `outboard.rs`), the chunk
+//! group hashes a peer needs to verify the blob 16 KiB at a time. It is written with the blob by
+//! [`BlobStore::put_reader`], or computed on first use for a blob stored without one
+//! ([`BlobStore::open_outboard`]). Downloads in progress live in `blobs/partial/` (a data file and
+//! its verified outboard, see [`BlobStore::partial_paths`]) until [`BlobStore::adopt_partial`]
+//! moves both into place.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -15,11 +22,17 @@ use std::path::{Path, PathBuf};
 
 use commons_core::BlobHash;
 
+use crate::outboard::{OutboardWriter, compute_outboard};
+
 /// Size of the streaming buffer: memory per write does not depend on the blob's size.
 pub const BUFFER_BYTES: usize = 64 * 1024;
 
 /// Prefix of temporary files; never a valid hex shard or blob name.
 const TMP_PREFIX: &str = ".tmp-";
+/// Extension of outboard files.
+const OUTBOARD_EXT: &str = "obao";
+/// Directory (inside the blob directory) of downloads in progress; never a valid hex shard.
+const PARTIAL_DIR: &str = "partial";
 
 /// The blob directory.
 #[derive(Debug, Clone)]
@@ -66,15 +79,23 @@ impl BlobStore {
     /// Streams `reader` into the store in bounded memory and returns its hash. Durable on
     /// return; a blob already present is not written again.
     pub fn put_reader(&self, mut reader: impl Read) -> io::Result<BlobHash> {
-        let tmp_path = self.dir.join(format!("{TMP_PREFIX}{}", random_suffix()?));
+        let suffix = random_suffix()?;
+        let tmp_path = self.dir.join(format!("{TMP_PREFIX}{suffix}"));
+        let tmp_outboard = self
+            .dir
+            .join(format!("{TMP_PREFIX}{suffix}.{OUTBOARD_EXT}"));
         let result = (|| {
             let mut tmp = OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(&tmp_path)?;
-            let mut hasher = blake3::Hasher::new();
+            let outboard = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp_outboard)?;
+            // The outboard writer hashes as it goes: the root it ends with is the blob's hash.
+            let mut hasher = OutboardWriter::new(io::BufWriter::new(outboard));
             let mut buf = vec![0u8; BUFFER_BYTES];
-            let mut len = 0u64;
             loop {
                 let n = match reader.read(&mut buf) {
                     Ok(0) => break,
@@ -82,11 +103,10 @@ impl BlobStore {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
                 };
-                hasher.update(&buf[..n]);
+                hasher.update(&buf[..n])?;
                 tmp.write_all(&buf[..n])?;
-                len += n as u64;
             }
-            let hash = BlobHash(*hasher.finalize().as_bytes());
+            let (hash, len, outboard) = hasher.finish()?;
             let final_path = self.path_of(&hash);
             if final_path.exists() {
                 tracing::debug!(target: "commons_store::blobs", %hash, "blob already present");
@@ -94,10 +114,17 @@ impl BlobStore {
             }
             tmp.sync_all()?;
             drop(tmp);
+            outboard
+                .into_inner()
+                .map_err(|e| e.into_error())?
+                .sync_all()?;
             let shard = final_path
                 .parent()
                 .ok_or_else(|| io::Error::other("blob path has no parent"))?;
             fs::create_dir_all(shard)?;
+            // The outboard first: a blob is never without its outboard but by a crash between
+            // the renames, and a missing outboard is recomputed on first use.
+            fs::rename(&tmp_outboard, self.outboard_path(&hash))?;
             fs::rename(&tmp_path, &final_path)?;
             sync_dir(shard)?;
             sync_dir(&self.dir)?;
@@ -105,10 +132,90 @@ impl BlobStore {
             Ok(hash)
         })();
         // After a successful rename there is nothing left to remove.
+        for path in [&tmp_path, &tmp_outboard] {
+            if path.exists() {
+                let _ = fs::remove_file(path);
+            }
+        }
+        result
+    }
+
+    /// Where a blob's outboard is (whether or not it exists).
+    pub fn outboard_path(&self, hash: &BlobHash) -> PathBuf {
+        self.path_of(hash).with_extension(OUTBOARD_EXT)
+    }
+
+    /// Opens a blob's outboard, computing it first (from the blob file as it is now, streaming)
+    /// if the blob was stored without one; `None` if the blob is absent.
+    pub fn open_outboard(&self, hash: &BlobHash) -> io::Result<Option<File>> {
+        let path = self.outboard_path(hash);
+        match File::open(&path) {
+            Ok(f) => return Ok(Some(f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let Some(blob) = self.open_blob(hash)? else {
+            return Ok(None);
+        };
+        let tmp_path = self
+            .dir
+            .join(format!("{TMP_PREFIX}{}.{OUTBOARD_EXT}", random_suffix()?));
+        let result = (|| {
+            let tmp = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp_path)?;
+            let mut out = io::BufWriter::new(tmp);
+            let (computed, _) = compute_outboard(io::BufReader::new(blob), &mut out)?;
+            if computed != *hash {
+                // The file no longer matches its name: serve no outboard for it.
+                tracing::warn!(target: "commons_store::blobs", %hash, "blob file does not match its hash; no outboard made");
+                return Ok(None);
+            }
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            fs::rename(&tmp_path, &path)?;
+            tracing::debug!(target: "commons_store::blobs", %hash, "outboard computed");
+            File::open(&path).map(Some)
+        })();
         if tmp_path.exists() {
             let _ = fs::remove_file(&tmp_path);
         }
         result
+    }
+
+    /// The files of a download in progress: the data (`partial/<hex>`, as long as the blob,
+    /// written at the offsets received) and its verified outboard (`partial/<hex>.obao`). The
+    /// directory is created.
+    pub fn partial_paths(&self, hash: &BlobHash) -> io::Result<(PathBuf, PathBuf)> {
+        let dir = self.dir.join(PARTIAL_DIR);
+        fs::create_dir_all(&dir)?;
+        let data = dir.join(hash.to_hex());
+        let outboard = data.with_extension(OUTBOARD_EXT);
+        Ok((data, outboard))
+    }
+
+    /// Moves a completed download into the store: its data file (every group verified by the
+    /// caller) and its outboard, each fsynced, renamed, and the directories fsynced.
+    pub fn adopt_partial(&self, hash: &BlobHash) -> io::Result<()> {
+        let (data, outboard) = self.partial_paths(hash)?;
+        File::open(&data)?.sync_all()?;
+        let final_path = self.path_of(hash);
+        let shard = final_path
+            .parent()
+            .ok_or_else(|| io::Error::other("blob path has no parent"))?;
+        fs::create_dir_all(shard)?;
+        if outboard.exists() {
+            File::open(&outboard)?.sync_all()?;
+            fs::rename(&outboard, self.outboard_path(hash))?;
+        }
+        fs::rename(&data, &final_path)?;
+        sync_dir(shard)?;
+        sync_dir(&self.dir)?;
+        if let Some(partial) = data.parent() {
+            sync_dir(partial)?;
+        }
+        tracing::debug!(target: "commons_store::blobs", %hash, "download adopted");
+        Ok(())
     }
 
     /// Stores bytes held in memory.
@@ -212,7 +319,7 @@ mod tests {
         let b = blobs.put_bytes(b"same").unwrap();
         assert_eq!(a, b);
         let files: Vec<_> = walk(dir.path());
-        assert_eq!(files, vec![blobs.path_of(&a)]);
+        assert_eq!(files, vec![blobs.path_of(&a), blobs.outboard_path(&a)]);
     }
 
     #[test]
@@ -227,7 +334,36 @@ mod tests {
         )
         .unwrap();
         let blobs = BlobStore::open(dir.path()).unwrap();
-        assert_eq!(walk(dir.path()), vec![blobs.path_of(&h)]);
+        assert_eq!(
+            walk(dir.path()),
+            vec![blobs.path_of(&h), blobs.outboard_path(&h)]
+        );
+    }
+
+    #[test]
+    fn outboards_are_written_with_the_blob_or_computed_on_first_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path()).unwrap();
+        let content: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let h = blobs.put_bytes(&content).unwrap();
+        let written = fs::read(blobs.outboard_path(&h)).unwrap();
+        assert_eq!(
+            written.len() as u64,
+            crate::outboard::outboard_len(content.len() as u64)
+        );
+        assert!(
+            crate::outboard::verify_outboard(&h, content.len() as u64, written.as_slice()).unwrap()
+        );
+        fs::remove_file(blobs.outboard_path(&h)).unwrap();
+        let mut lazily = Vec::new();
+        blobs
+            .open_outboard(&h)
+            .unwrap()
+            .unwrap()
+            .read_to_end(&mut lazily)
+            .unwrap();
+        assert_eq!(lazily, written);
+        assert!(blobs.open_outboard(&BlobHash([0; 32])).unwrap().is_none());
     }
 
     #[test]

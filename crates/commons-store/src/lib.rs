@@ -8,6 +8,7 @@ pub mod blobs;
 mod db;
 pub mod home;
 mod keys;
+pub mod outboard;
 mod overlay;
 mod query;
 mod state;

@@ -1,0 +1,598 @@
+//! Blob downloads: BLAKE3 verified streaming from one or several peers, resumable after a crash,
+//! in bounded memory whatever the blob's size; and the serving side of outboards.
+//!
+//! A download of blob `h` ([`Blobs::fetch`]):
+//! 1. **Outboard.** The chunk-group hashes of `h` (`commons_store::outboard`) are fetched from the
+//!    first peer that has them (`GetOutboard`, 1 MiB pieces, streamed to
+//!    `blobs/partial/<hex>.obao.part`), verified against `h` and renamed to
+//!    `blobs/partial/<hex>.obao`. A peer whose outboard does not verify gets a strike.
+//! 2. **Resume.** If `partial/<hex>` and its outboard are already there (an earlier download
+//!    was interrupted, even by SIGKILL), the outboard is verified again and every 16 KiB group of
+//!    the data file is checked against it: the groups that verify are kept (counted in
+//!    [`BlobStats::resumed_bytes`]), the others (never written, or lost in a crash) are fetched.
+//!    No bitfield is kept: the data proves itself.
+//! 3. **Data.** Missing groups are cut into ranges of [`GROUPS_PER_REQUEST`] groups (1 MiB) and
+//!    requested with `GetBlob` from every peer given, [`PER_PEER_IN_FLIGHT`] ranges per peer at
+//!    once and [`MAX_REQUESTS_IN_FLIGHT`] in the whole node. Each answer is checked group by
+//!    group; the good groups before the first bad one are written at their offset in the data
+//!    file, the peer that sent a bad group gets a strike and is dropped, and the rest of its
+//!    range goes back to the queue for the other peers. A peer that fails (timeout, not found) is
+//!    dropped without a strike.
+//! 4. **Adopt.** When every group is verified, the data file and outboard are fsynced and renamed
+//!    into the blob store. No unverified byte ever becomes part of a stored blob.
+//!
+//! Memory per download is the queue of ranges and one bit per group (8 KiB per GiB), plus the
+//! answers in flight (at most [`MAX_REQUESTS_IN_FLIGHT`] × 1 MiB in the whole node).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, anyhow, bail};
+use commons_core::BlobHash;
+use commons_net::wire::MAX_BLOB_CHUNK;
+use commons_net::{BlobChunk, FetchError, NetHandle, PeerId, SyncResponse};
+use commons_rpc::BlobStats;
+use commons_store::outboard::{
+    self, CV_BYTES, GROUP_BYTES, MAX_BLOB_BYTES, group_count, group_span, outboard_len,
+};
+use commons_store::{BlobStore, Store};
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::Semaphore;
+
+use crate::config::BlobPolicy;
+
+/// Groups per data request: 64 × 16 KiB = 1 MiB, the protocol's largest chunk.
+pub const GROUPS_PER_REQUEST: u64 = MAX_BLOB_CHUNK as u64 / GROUP_BYTES;
+/// Bytes per outboard request (the protocol's largest piece).
+pub const OUTBOARD_PIECE: u32 = MAX_BLOB_CHUNK;
+/// Data requests in flight to one peer for one blob: enough to keep a loopback or LAN link busy
+/// while answers are verified.
+pub const PER_PEER_IN_FLIGHT: usize = 4;
+/// Data requests in flight in the whole node, all downloads together: each answer is up to
+/// 1 MiB held in memory (a few copies of it on the way), so this bounds what downloading costs.
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 8;
+/// Peers one download uses at once.
+pub const MAX_PEERS_PER_BLOB: usize = 8;
+/// Peers whose received bytes are counted in [`BlobStats::by_peer`].
+pub const MAX_TRACKED_PEERS: usize = 256;
+/// Extension of an outboard being downloaded (not yet verified).
+const OUTBOARD_PART_EXT: &str = "obao.part";
+
+/// The daemon's blob downloads: policy, locks, limits and counters. Shared by every task.
+#[derive(Debug)]
+pub struct Blobs {
+    /// When blobs are fetched.
+    pub policy: BlobPolicy,
+    requests: Arc<Semaphore>,
+    /// One lock per blob being downloaded, so two tasks never write the same partial file.
+    /// Entries are removed when nobody holds or waits for them; at most one per running task.
+    locks: Mutex<HashMap<BlobHash, Arc<tokio::sync::Mutex<()>>>>,
+    stats: Mutex<Stats>,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    completed: u64,
+    received: u64,
+    resumed: u64,
+    bad_groups: u64,
+    by_peer: BTreeMap<PeerId, u64>,
+    /// Downloads in progress: (bytes verified, total bytes).
+    active: HashMap<BlobHash, (u64, u64)>,
+}
+
+/// How far the blob downloads of the node have got, for progress lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Blobs completed since start.
+    pub completed: u64,
+    /// Downloads in progress.
+    pub active: u64,
+    /// Verified bytes of the downloads in progress.
+    pub active_done: u64,
+    /// Total bytes of the downloads in progress.
+    pub active_total: u64,
+    /// Verified bytes received since start.
+    pub received: u64,
+}
+
+/// What a download did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fetched {
+    /// Length of the blob.
+    pub len: u64,
+    /// Bytes received now (0 if the blob was already present).
+    pub received: u64,
+    /// Bytes kept from an interrupted download.
+    pub resumed: u64,
+}
+
+/// A download in progress: the partial files and which groups are verified.
+struct Job {
+    hash: BlobHash,
+    len: u64,
+    data: Arc<File>,
+    outboard: Arc<File>,
+    present: Bits,
+}
+
+/// One bit per chunk group.
+#[derive(Debug, Clone)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn new(n: u64) -> Bits {
+        Bits(vec![0; n.div_ceil(64) as usize])
+    }
+    fn set(&mut self, i: u64) {
+        self.0[(i / 64) as usize] |= 1 << (i % 64);
+    }
+    fn get(&self, i: u64) -> bool {
+        self.0[(i / 64) as usize] & (1 << (i % 64)) != 0
+    }
+}
+
+impl Blobs {
+    /// Downloads under `policy`.
+    pub fn new(policy: BlobPolicy) -> Blobs {
+        Blobs {
+            policy,
+            requests: Arc::new(Semaphore::new(MAX_REQUESTS_IN_FLIGHT)),
+            locks: Mutex::new(HashMap::new()),
+            stats: Mutex::new(Stats::default()),
+        }
+    }
+
+    fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {
+        // A panic while holding the lock leaves plain counters behind: still usable.
+        self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The counters, for `node status`.
+    pub fn report(&self) -> BlobStats {
+        let s = self.stats();
+        BlobStats {
+            completed: s.completed,
+            received_bytes: s.received,
+            resumed_bytes: s.resumed,
+            bad_groups: s.bad_groups,
+            by_peer: s.by_peer.iter().map(|(p, b)| (p.to_string(), *b)).collect(),
+            active: s.active.len() as u64,
+        }
+    }
+
+    /// How far downloads have got, for progress lines.
+    pub fn snapshot(&self) -> Snapshot {
+        let s = self.stats();
+        Snapshot {
+            completed: s.completed,
+            active: s.active.len() as u64,
+            active_done: s.active.values().map(|(d, _)| d).sum(),
+            active_total: s.active.values().map(|(_, t)| t).sum(),
+            received: s.received,
+        }
+    }
+
+    fn received(&self, hash: &BlobHash, peer: PeerId, bytes: u64) {
+        let mut s = self.stats();
+        s.received += bytes;
+        if let Some((done, _)) = s.active.get_mut(hash) {
+            *done += bytes;
+        }
+        if s.by_peer.len() < MAX_TRACKED_PEERS || s.by_peer.contains_key(&peer) {
+            *s.by_peer.entry(peer).or_default() += bytes;
+        }
+    }
+
+    /// Fetches blob `hash` from `peers` (in that order of preference) into `store`, resuming a
+    /// partial download if there is one. Returns once the blob is stored, or fails leaving the
+    /// verified part of the download for the next attempt.
+    pub async fn fetch(
+        &self,
+        net: &NetHandle,
+        store: &BlobStore,
+        hash: BlobHash,
+        peers: &[PeerId],
+    ) -> anyhow::Result<Fetched> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(hash).or_default().clone()
+        };
+        let result = {
+            let _guard = lock.lock().await;
+            self.fetch_locked(net, store, hash, peers).await
+        };
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        // Ours and the map's: nobody else holds or waits for it.
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(&hash);
+        }
+        result
+    }
+
+    async fn fetch_locked(
+        &self,
+        net: &NetHandle,
+        store: &BlobStore,
+        hash: BlobHash,
+        peers: &[PeerId],
+    ) -> anyhow::Result<Fetched> {
+        if store.contains(&hash) {
+            let len = std::fs::metadata(store.path_of(&hash))?.len();
+            return Ok(Fetched {
+                len,
+                received: 0,
+                resumed: 0,
+            });
+        }
+        let (data_path, outboard_path) = store.partial_paths(&hash)?;
+        let mut job = {
+            let (d, o) = (data_path.clone(), outboard_path.clone());
+            tokio::task::spawn_blocking(move || resume(hash, &d, &o)).await??
+        };
+        if job.is_none() {
+            for peer in peers {
+                match self.fetch_outboard(net, *peer, hash, &outboard_path).await {
+                    Ok(len) => {
+                        let d = data_path.clone();
+                        let o = outboard_path.clone();
+                        job = Some((
+                            tokio::task::spawn_blocking(move || start(hash, len, &d, &o)).await??,
+                            0,
+                        ));
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::debug!(target: "commons_node::blobs", %peer, blob = %hash, error = %format!("{e:#}"), "no outboard from this peer");
+                    }
+                }
+            }
+        }
+        let Some((job, resumed)) = job else {
+            bail!("no peer could give the outboard of blob {hash}");
+        };
+        if resumed > 0 {
+            tracing::info!(target: "commons_node::blobs", blob = %hash, resumed, len = job.len, "resuming an interrupted download");
+        }
+        {
+            let mut s = self.stats();
+            s.resumed += resumed;
+            s.active.insert(hash, (resumed, job.len));
+        }
+        let result = self.fetch_data(net, job, peers).await;
+        self.stats().active.remove(&hash);
+        let received = result?;
+        let blobs = store.clone();
+        tokio::task::spawn_blocking(move || blobs.adopt_partial(&hash))
+            .await?
+            .context("cannot move the download into the blob store")?;
+        let len = std::fs::metadata(store.path_of(&hash))?.len();
+        self.stats().completed += 1;
+        tracing::info!(target: "commons_node::blobs", blob = %hash, len, received, resumed, "blob downloaded and verified");
+        Ok(Fetched {
+            len,
+            received,
+            resumed,
+        })
+    }
+
+    /// Fetches and verifies the outboard of `hash` from `peer` into `path`; returns the blob's
+    /// length.
+    async fn fetch_outboard(
+        &self,
+        net: &NetHandle,
+        peer: PeerId,
+        hash: BlobHash,
+        path: &Path,
+    ) -> anyhow::Result<u64> {
+        let part = path.with_extension(OUTBOARD_PART_EXT);
+        let mut out = BufWriter::new(File::create(&part)?);
+        let mut offset = 0u64;
+        let mut len = None;
+        loop {
+            let BlobChunk { total_len, bytes } =
+                net.get_outboard(peer, hash, offset, OUTBOARD_PIECE).await?;
+            if total_len > MAX_BLOB_BYTES {
+                bail!("blob {hash} is {total_len} bytes, over the limit of {MAX_BLOB_BYTES}");
+            }
+            let expected_len = *len.get_or_insert(total_len);
+            let want = outboard_len(expected_len)
+                .saturating_sub(offset)
+                .min(u64::from(OUTBOARD_PIECE));
+            if total_len != expected_len || bytes.len() as u64 != want {
+                let reason = "sent an outboard piece of the wrong length";
+                let _ = net.report_bad_peer(peer, reason).await;
+                bail!("{peer} {reason}");
+            }
+            out.write_all(&bytes)?;
+            offset += want;
+            if offset >= outboard_len(expected_len) {
+                break;
+            }
+        }
+        let len = len.ok_or_else(|| anyhow!("no outboard piece"))?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        let (p, f) = (part.clone(), path.to_owned());
+        let good = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
+            let ok = outboard::verify_outboard(&hash, len, BufReader::new(File::open(&p)?))?;
+            if ok {
+                std::fs::rename(&p, &f)?;
+            } else {
+                std::fs::remove_file(&p)?;
+            }
+            Ok(ok)
+        })
+        .await??;
+        if !good {
+            let reason = "sent an outboard that does not match the blob's hash";
+            let _ = net.report_bad_peer(peer, reason).await;
+            bail!("{peer} {reason}");
+        }
+        Ok(len)
+    }
+
+    /// Fetches every missing group of `job` from `peers`; returns the bytes received.
+    async fn fetch_data(
+        &self,
+        net: &NetHandle,
+        mut job: Job,
+        peers: &[PeerId],
+    ) -> anyhow::Result<u64> {
+        let groups = group_count(job.len);
+        let mut queue: VecDeque<(u64, u64)> = VecDeque::new();
+        let mut i = 0;
+        while i < groups {
+            if job.present.get(i) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < groups && !job.present.get(i) && i - start < GROUPS_PER_REQUEST {
+                i += 1;
+            }
+            queue.push_back((start, i - start));
+        }
+        if job.len == 0 {
+            // The empty blob: nothing to ask for, its hash is checked by the caller's adopt.
+            return if job.hash.0 == *blake3::hash(&[]).as_bytes() {
+                Ok(0)
+            } else {
+                bail!("blob {} is not empty", job.hash)
+            };
+        }
+        let mut active: Vec<(PeerId, usize)> = peers
+            .iter()
+            .take(MAX_PEERS_PER_BLOB)
+            .map(|p| (*p, 0))
+            .collect();
+        let mut in_flight = FuturesUnordered::new();
+        let mut received = 0u64;
+        loop {
+            // Fill every peer's allowance, one range at a time in turn.
+            let mut gave = true;
+            while gave && !queue.is_empty() {
+                gave = false;
+                for (peer, n) in active.iter_mut() {
+                    if *n >= PER_PEER_IN_FLIGHT {
+                        continue;
+                    }
+                    let Some(range) = queue.pop_front() else {
+                        break;
+                    };
+                    *n += 1;
+                    gave = true;
+                    in_flight.push(request(
+                        net.clone(),
+                        self.requests.clone(),
+                        *peer,
+                        job.hash,
+                        job.len,
+                        range,
+                    ));
+                }
+            }
+            let Some((peer, range, answer)) = in_flight.next().await else {
+                break;
+            };
+            if let Some(slot) = active.iter_mut().find(|(p, _)| *p == peer) {
+                slot.1 -= 1;
+            }
+            let dropped = !active.iter().any(|(p, _)| *p == peer);
+            let chunk = match answer {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(target: "commons_node::blobs", %peer, blob = %job.hash, error = %e, "range request failed; peer dropped");
+                    active.retain(|(p, _)| *p != peer);
+                    queue.push_back(range);
+                    continue;
+                }
+            };
+            let (good, good_bytes) = {
+                let (hash, len, data, ob) =
+                    (job.hash, job.len, job.data.clone(), job.outboard.clone());
+                tokio::task::spawn_blocking(move || {
+                    verify_and_write(&hash, len, range, &chunk, &data, &ob)
+                })
+                .await??
+            };
+            for g in range.0..range.0 + good {
+                job.present.set(g);
+            }
+            received += good_bytes;
+            self.received(&job.hash, peer, good_bytes);
+            if good < range.1 {
+                let bad = range.0 + good;
+                self.stats().bad_groups += 1;
+                tracing::warn!(target: "commons_node::blobs", %peer, blob = %job.hash, group = bad, offset = bad * GROUP_BYTES, "chunk group failed verification; peer dropped");
+                if !dropped {
+                    let _ = net
+                        .report_bad_peer(peer, "served blob bytes that fail verification")
+                        .await;
+                }
+                active.retain(|(p, _)| *p != peer);
+                queue.push_back((bad, range.1 - good));
+            }
+        }
+        if !queue.is_empty() || (0..groups).any(|g| !job.present.get(g)) {
+            bail!(
+                "blob {}: no peer left to serve the missing ranges ({} bytes received; the verified part is kept)",
+                job.hash,
+                received
+            );
+        }
+        job.data.sync_all()?;
+        Ok(received)
+    }
+}
+
+/// One data request, waiting for a permit of the node-wide allowance first.
+async fn request(
+    net: NetHandle,
+    permits: Arc<Semaphore>,
+    peer: PeerId,
+    hash: BlobHash,
+    len: u64,
+    range: (u64, u64),
+) -> (PeerId, (u64, u64), Result<BlobChunk, FetchError>) {
+    let Ok(_permit) = permits.acquire_owned().await else {
+        return (peer, range, Err(FetchError::Closed));
+    };
+    let (offset, _) = group_span(len, range.0);
+    let (last, last_len) = group_span(len, range.0 + range.1 - 1);
+    let n = (last + last_len - offset).min(u64::from(MAX_BLOB_CHUNK)) as u32;
+    let answer = net.get_blob_chunk(peer, hash, offset, n).await;
+    (peer, range, answer)
+}
+
+/// Checks an answer for `range` group by group against the outboard and writes the good groups
+/// before the first bad one; returns (good groups, their bytes).
+fn verify_and_write(
+    hash: &BlobHash,
+    len: u64,
+    range: (u64, u64),
+    chunk: &BlobChunk,
+    data: &File,
+    outboard: &File,
+) -> anyhow::Result<(u64, u64)> {
+    if chunk.total_len != len {
+        return Ok((0, 0));
+    }
+    let mut cvs = vec![0u8; (outboard_len(len).min(range.1 * CV_BYTES)) as usize];
+    if !cvs.is_empty() {
+        outboard.read_exact_at(&mut cvs, range.0 * CV_BYTES)?;
+    }
+    let good = outboard::verify_range(hash, len, range.0, &chunk.bytes, &cvs).min(range.1);
+    let (offset, _) = group_span(len, range.0);
+    let end = if good == 0 {
+        offset
+    } else {
+        let (s, l) = group_span(len, range.0 + good - 1);
+        s + l
+    };
+    let bytes = end - offset;
+    data.write_all_at(&chunk.bytes[..bytes as usize], offset)?;
+    Ok((good, bytes))
+}
+
+/// Creates the data file of a new download (as long as the blob, sparse) with its verified
+/// outboard at `outboard_path`.
+fn start(hash: BlobHash, len: u64, data: &Path, outboard_path: &Path) -> anyhow::Result<Job> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(data)?;
+    file.set_len(len)?;
+    Ok(Job {
+        hash,
+        len,
+        data: Arc::new(file),
+        outboard: Arc::new(File::open(outboard_path)?),
+        present: Bits::new(group_count(len)),
+    })
+}
+
+/// Picks up an interrupted download: verifies its outboard again and every group of its data
+/// file against it. `None` (and the files removed) if there is nothing usable.
+fn resume(hash: BlobHash, data: &Path, outboard_path: &Path) -> anyhow::Result<Option<(Job, u64)>> {
+    let (Ok(meta), true) = (std::fs::metadata(data), outboard_path.exists()) else {
+        discard(&[data.to_owned(), outboard_path.to_owned()]);
+        return Ok(None);
+    };
+    let len = meta.len();
+    let outboard_file = File::open(outboard_path)?;
+    if len > MAX_BLOB_BYTES
+        || !outboard::verify_outboard(&hash, len, BufReader::new(&outboard_file))?
+    {
+        tracing::warn!(target: "commons_node::blobs", blob = %hash, "partial download does not verify; starting again");
+        discard(&[data.to_owned(), outboard_path.to_owned()]);
+        return Ok(None);
+    }
+    let file = OpenOptions::new().read(true).write(true).open(data)?;
+    let groups = group_count(len);
+    let mut present = Bits::new(groups);
+    let mut resumed = 0u64;
+    let mut buf = vec![0u8; GROUP_BYTES as usize];
+    let mut cv = [0u8; CV_BYTES as usize];
+    for g in 0..groups {
+        let (offset, size) = group_span(len, g);
+        let bytes = &mut buf[..size as usize];
+        file.read_exact_at(bytes, offset)?;
+        let cvs: &[u8] = if groups > 1 {
+            outboard_file.read_exact_at(&mut cv, g * CV_BYTES)?;
+            &cv
+        } else {
+            &[]
+        };
+        if size > 0 && outboard::verify_range(&hash, len, g, bytes, cvs) == 1 {
+            present.set(g);
+            resumed += size;
+        }
+    }
+    Ok(Some((
+        Job {
+            hash,
+            len,
+            data: Arc::new(file),
+            outboard: Arc::new(outboard_file),
+            present,
+        },
+        resumed,
+    )))
+}
+
+fn discard(paths: &[PathBuf]) {
+    for p in paths {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Answers `GetOutboard` from the blob store (computing a missing outboard first).
+pub fn read_outboard(store: &Store, hash: BlobHash, offset: u64, len: u32) -> SyncResponse {
+    let blobs = store.blobs();
+    let Ok(Some(blob)) = blobs.open_blob(&hash) else {
+        return SyncResponse::NotFound;
+    };
+    let Ok(total_len) = blob.metadata().map(|m| m.len()) else {
+        return SyncResponse::NotFound;
+    };
+    let Ok(Some(file)) = blobs.open_outboard(&hash) else {
+        return SyncResponse::NotFound;
+    };
+    let ob_len = outboard_len(total_len);
+    if file.metadata().map(|m| m.len()).ok() != Some(ob_len) {
+        tracing::warn!(target: "commons_node::blobs", blob = %hash, "outboard of the wrong length; not served");
+        return SyncResponse::NotFound;
+    }
+    let n = u64::from(len.min(MAX_BLOB_CHUNK)).min(ob_len.saturating_sub(offset));
+    let mut bytes = vec![0u8; n as usize];
+    if file.read_exact_at(&mut bytes, offset).is_err() {
+        return SyncResponse::NotFound;
+    }
+    SyncResponse::Outboard { total_len, bytes }
+}
