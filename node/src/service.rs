@@ -279,20 +279,15 @@ impl Ctx {
 
     /// The lineages of the family of `lineage` that this store knows.
     async fn family_lineages(&self, lineage: LineageId) -> Vec<LineageId> {
-        let store = self.store.clone();
-        let family = match blocking(move || store.lineage(&lineage)).await {
-            Ok(Some(s)) => s.family,
-            _ => None,
-        };
-        let Some(family) = family else {
+        let Some(family) = self.family_of(lineage).await else {
             return vec![lineage];
         };
         let store = self.store.clone();
-        match blocking(move || store.lineages()).await {
+        match blocking(move || store.lineage_families()).await {
             Ok(all) => all
                 .into_iter()
-                .filter(|s| s.family == Some(family))
-                .map(|s| s.lineage)
+                .filter(|(_, f)| *f == Some(family))
+                .map(|(l, _)| l)
                 .collect(),
             Err(_) => vec![lineage],
         }
@@ -311,15 +306,7 @@ impl Ctx {
     pub async fn followed_families(&self) -> BTreeSet<LineageId> {
         let mut out = BTreeSet::new();
         for l in self.follows.list() {
-            let store = self.store.clone();
-            match blocking(move || store.lineage(&l)).await {
-                Ok(Some(s)) => {
-                    out.insert(s.family.unwrap_or(l));
-                }
-                _ => {
-                    out.insert(l);
-                }
-            }
+            out.insert(self.family_of(l).await.unwrap_or(l));
         }
         out
     }
@@ -374,13 +361,14 @@ impl Ctx {
         Ok(report)
     }
 
+    /// The family of a lineage, from the store's per-lineage metadata (cheap: no summary).
     async fn family_of(&self, lineage: LineageId) -> Option<LineageId> {
         let store = self.store.clone();
-        blocking(move || store.lineage(&lineage))
+        blocking(move || store.family_of(&lineage))
             .await
             .ok()
             .flatten()
-            .and_then(|s| s.family)
+            .flatten()
     }
 
     /// Fetches from `peer` every record of `family` this store lacks: reconciles the family's
@@ -517,6 +505,9 @@ impl Ctx {
             }
         }
         // A new lineage in a followed family gets its topic subscribed.
+        if charters.is_empty() {
+            return;
+        }
         let followed = self.followed_families().await;
         for l in charters {
             if let Some(f) = self.family_of(l).await

@@ -296,6 +296,35 @@ impl Store {
         self.read(move |ctx| query::family_records(ctx, &family))
     }
 
+    /// Every lineage with its family (the root of its chain of parents, if every charter up the
+    /// chain is present), read from the per-lineage metadata: cheap, unlike [`Store::lineages`],
+    /// which builds full summaries.
+    pub fn lineage_families(&self) -> Result<Vec<(LineageId, Option<LineageId>)>, StoreError> {
+        self.read(|ctx| {
+            let mut ids = Vec::new();
+            for key in ctx.o.disk(keys::T::Lineages).iter().keys() {
+                let key = key.map_err(overlay::io)?;
+                if let Some(id) = keys::id_at(&key, 0) {
+                    ids.push(LineageId(id));
+                }
+            }
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(meta) = ctx.meta(&id)? {
+                    out.push((id, meta.family));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// The family of one lineage: `None` if the lineage is unknown, `Some(None)` if a charter up
+    /// its chain is missing.
+    pub fn family_of(&self, lineage: &LineageId) -> Result<Option<Option<LineageId>>, StoreError> {
+        let lineage = *lineage;
+        self.read(move |ctx| Ok(ctx.meta(&lineage)?.map(|m| m.family)))
+    }
+
     /// The ids of [`Store::family_records`], sorted: what a peer lists when another catches up.
     pub fn family_ids(&self, family: &LineageId) -> Result<Vec<RecordId>, StoreError> {
         let mut ids: Vec<RecordId> = self

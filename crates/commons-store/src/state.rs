@@ -78,7 +78,9 @@ impl<'a> Ctx<'a> {
 
     // ----- reading -----
 
-    /// A stored record, decoded and verified. Stored bytes that no longer decode are an error.
+    /// A stored record, decoded. Its signature was verified before it was stored, so it is not
+    /// checked again (`Record::decode_stored`); everything else is, and the id must match the
+    /// key. Stored bytes that no longer decode are an error.
     pub fn record(&mut self, id: &RecordId) -> Result<Option<Record>, StoreError> {
         if let Some(r) = self.records.get(id) {
             return Ok(Some(r.clone()));
@@ -87,7 +89,7 @@ impl<'a> Ctx<'a> {
             return Ok(None);
         };
         bump(&self.counters.records_decoded, 1);
-        let record = Record::decode(&bytes).map_err(|e| StoreError::CorruptRecord {
+        let record = Record::decode_stored(&bytes).map_err(|e| StoreError::CorruptRecord {
             id: *id,
             reason: e.to_string(),
         })?;
@@ -816,7 +818,7 @@ impl StateBackend for Backend<'_, '_> {
                 corrupt(T::Log, format!("the log names {id}, which is not stored"))
             })?;
         bump(&self.ctx.counters.records_decoded, 1);
-        let record = Record::decode(&bytes).map_err(|e| StoreError::CorruptRecord {
+        let record = Record::decode_stored(&bytes).map_err(|e| StoreError::CorruptRecord {
             id: *id,
             reason: e.to_string(),
         })?;
