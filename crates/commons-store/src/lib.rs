@@ -169,10 +169,34 @@ impl Drop for Inner {
     }
 }
 
+/// Attempts to take a lock that is still held before [`Store::open`] reports `Locked`.
+const LOCK_RETRIES: u32 = 5;
+/// Pause after the first failed attempt; it doubles each time (25 + 50 + 100 + 200 + 400 ms,
+/// under a second in all, so a store really held by a daemon is reported promptly).
+const LOCK_RETRY_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(25);
+
 impl Store {
     /// Opens (creating if needed) the store in `dir`: sled under `dir/db`, blobs under
     /// `dir/blobs`. Refuses a locked, corrupt or newer store with an error naming the path.
     pub fn open(dir: &Path) -> Result<Store, OpenError> {
+        // sled releases its file lock only when its background threads let go of the page
+        // cache, a moment after the database is dropped (sled #1289): a store closed and
+        // reopened at once, in this process or by the next process of the same user, may find
+        // it still held. Retry for a short, bounded time before calling the store locked.
+        let mut pause = LOCK_RETRY_FIRST_PAUSE;
+        for _ in 0..LOCK_RETRIES {
+            match Self::open_once(dir) {
+                Err(OpenError::Locked { .. }) => {
+                    std::thread::sleep(pause);
+                    pause = pause.saturating_mul(2);
+                }
+                other => return other,
+            }
+        }
+        Self::open_once(dir)
+    }
+
+    fn open_once(dir: &Path) -> Result<Store, OpenError> {
         let io_err = |source| OpenError::Io {
             path: dir.to_path_buf(),
             source,

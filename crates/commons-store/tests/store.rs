@@ -266,7 +266,7 @@ fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(Store::open(dir.path()).unwrap());
     {
-        let db = sled::open(dir.path().join("db")).unwrap();
+        let db = raw_sled(&dir.path().join("db"));
         let meta = db.open_tree("meta").unwrap();
         meta.insert("schema_version", &(SCHEMA_VERSION + 1).to_be_bytes())
             .unwrap();
@@ -327,13 +327,29 @@ fn garbage_over_the_database_files_is_an_error_not_a_panic() {
     }
 }
 
+/// Opens the database under a store with sled directly. sled releases its lock a moment after
+/// the store that held it closed (sled #1289), so retry for a bounded time.
+fn raw_sled(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot open {}: {e}", path.display()),
+        }
+    }
+}
+
 #[test]
 fn corrupt_record_bytes_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let records = store_with_records(dir.path());
     let (victim, other) = (records[1].id(), records[2].clone());
     {
-        let db = sled::open(dir.path().join("db")).unwrap();
+        let db = raw_sled(&dir.path().join("db"));
         let t = db.open_tree("records").unwrap();
         t.insert(victim.as_bytes(), &b"not a record"[..]).unwrap();
         // A valid record under the wrong id is corrupt too.
