@@ -135,14 +135,27 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 }
 
 /// Commons founded with this home's author key (perhaps before the daemon first ran) are
-/// followed, as `create` and `fork` through the daemon would have done.
+/// followed, as `create` and `fork` through the daemon would have done. Start-up reads only the
+/// lineage list and each charter, not the summaries (which walk the accepted histories).
 async fn follow_own_commons(ctx: &Ctx, author: commons_core::PublicKey) {
     let store = ctx.store.clone();
-    let Ok(Ok(all)) = tokio::task::spawn_blocking(move || store.lineages()).await else {
+    let own = tokio::task::spawn_blocking(move || -> Result<Vec<_>, commons_store::StoreError> {
+        let mut own = Vec::new();
+        for (lineage, _) in store.lineage_families()? {
+            if store
+                .get(&lineage.into())?
+                .is_some_and(|charter| charter.author() == author)
+            {
+                own.push(lineage);
+            }
+        }
+        Ok(own)
+    });
+    let Ok(Ok(own)) = own.await else {
         return;
     };
-    for s in all.into_iter().filter(|s| s.founder == author) {
-        if let Err(e) = ctx.follows.add(s.lineage) {
+    for lineage in own {
+        if let Err(e) = ctx.follows.add(lineage) {
             tracing::warn!(target: "commons_node", error = %format!("{e:#}"), "cannot save follows");
         }
     }

@@ -191,6 +191,17 @@ impl Person {
     }
 }
 
+/// The state root `p`'s node shows for `lineage` (`show --json`), or `None` while it cannot
+/// show it (not arrived yet, daemon busy): for waiting on convergence.
+pub fn shown_root(p: &Person, lineage: &str) -> Option<String> {
+    let out = p.run(["--json", "show", lineage]);
+    if out.code != 0 {
+        return None;
+    }
+    let v: Value = serde_json::from_str(&out.stdout).ok()?;
+    v["root"].as_str().map(str::to_owned)
+}
+
 /// A JSON string value as a `String` (panics with the value otherwise).
 pub fn str_of(v: &Value) -> String {
     v.as_str()

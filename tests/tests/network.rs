@@ -7,17 +7,8 @@ use std::process::{Command, Stdio};
 
 use commons_core::{BlobHash, Body, Change, LineageId, Patch, Record, SecretKey};
 use commons_tests::net::{Daemon, wait_for};
-use commons_tests::{Person, Scene, bin, daemon_bin, str_of};
+use commons_tests::{Person, Scene, bin, daemon_bin, shown_root as root, str_of};
 use serde_json::Value;
-
-fn root(p: &Person, lineage: &str) -> Option<String> {
-    let out = p.run(["--json", "show", lineage]);
-    if out.code != 0 {
-        return None;
-    }
-    let v: Value = serde_json::from_str(&out.stdout).ok()?;
-    v["root"].as_str().map(str::to_owned)
-}
 
 fn status(p: &Person, lineage: &str, patch: &str) -> Option<String> {
     let out = p.run(["--json", "patches", lineage]);

@@ -6,20 +6,11 @@ use std::collections::BTreeSet;
 use std::fs;
 
 use commons_tests::net::{Daemon, wait_for};
-use commons_tests::{Person, Scene, bin, daemon_bin, str_of};
+use commons_tests::{Person, Scene, bin, daemon_bin, shown_root as root, str_of};
 use serde_json::Value;
 
 /// Patches made on each side of the partition.
 const PATCHES: usize = 20;
-
-fn root(p: &Person, lineage: &str) -> Option<String> {
-    let out = p.run(["--json", "show", lineage]);
-    if out.code != 0 {
-        return None;
-    }
-    let v: Value = serde_json::from_str(&out.stdout).ok()?;
-    v["root"].as_str().map(str::to_owned)
-}
 
 /// The patches listed in `lineage`, with their status.
 fn patches(p: &Person, lineage: &str) -> Option<BTreeSet<(String, String)>> {
