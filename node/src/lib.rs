@@ -18,22 +18,30 @@ pub mod follows;
 pub mod reconcile;
 pub mod service;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use commons_net::{NetConfig, NetEvent, SyncRequest, SyncResponse};
+use commons_core::Record;
+use commons_net::{NetConfig, NetEvent, PeerId, SyncRequest, SyncResponse};
 use commons_store::home::Home;
 use commons_store::{OpenError, Store};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::config::{Config, Overrides};
 use crate::follows::Follows;
 use crate::service::Ctx;
 
-/// Records from gossip being ingested at once. Beyond it the main loop waits, the network
-/// task's event channel fills, and gossip backs off: finish local work before taking more.
-pub const MAX_INGEST_TASKS: usize = 64;
+/// Gossip records waiting to be stored. They queue while earlier batches are stored, and the
+/// next batch takes all of them: one store commit (one flush) for many records, and a patch
+/// usually finds its parent in its own batch or already stored. Beyond it the main loop waits,
+/// the network task's event channel fills, and gossip backs off.
+pub const GOSSIP_QUEUE: usize = 8192;
+/// Most gossip records ingested as one batch.
+pub const GOSSIP_BATCH: usize = 1024;
+/// Gossip batches being ingested at once (a batch can wait for blobs from slow peers).
+pub const MAX_GOSSIP_BATCHES: usize = 4;
 /// Peer sync requests served at once.
 pub const MAX_SERVE_TASKS: usize = 32;
 
@@ -104,7 +112,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let control = tokio::spawn(control::serve(listener, ctx.clone(), shutdown_rx));
-    let ingest_permits = Arc::new(Semaphore::new(MAX_INGEST_TASKS));
+    let (gossip, gossip_rx) = mpsc::channel(GOSSIP_QUEUE);
+    tokio::spawn(ingest_gossip(ctx.clone(), gossip_rx));
     let serve_permits = Arc::new(Semaphore::new(MAX_SERVE_TASKS));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(config.sync_interval);
@@ -116,7 +125,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
             event = events.recv() => match event {
-                Some(event) => on_event(&ctx, event, &ingest_permits, &serve_permits, &peer_id_str(&status)).await,
+                Some(event) => on_event(&ctx, event, &gossip, &serve_permits, &peer_id_str(&status)).await,
                 None => break,
             },
             _ = tick.tick() => spawn_catch_up(&ctx, None),
@@ -178,7 +187,7 @@ fn parse_addrs(list: &[String], what: &str) -> anyhow::Result<Vec<commons_net::M
 async fn on_event(
     ctx: &Ctx,
     event: NetEvent,
-    ingest: &Arc<Semaphore>,
+    gossip: &mpsc::Sender<(PeerId, Record)>,
     serve: &Arc<Semaphore>,
     peer_id: &str,
 ) {
@@ -203,20 +212,9 @@ async fn on_event(
             tracing::warn!(target: "commons_node", %peer, "peer banned");
         }
         NetEvent::Record { from, record, .. } => {
-            let Ok(permit) = ingest.clone().acquire_owned().await else {
-                return;
-            };
-            let ctx = ctx.clone();
-            tokio::spawn(async move {
-                let mut report = commons_rpc::SyncReport {
-                    peers: 1,
-                    new_records: 0,
-                    new_blobs: 0,
-                    blob_bytes: 0,
-                };
-                ctx.ingest(Some(from), vec![*record], &mut report).await;
-                drop(permit);
-            });
+            if gossip.send((from, *record)).await.is_err() {
+                tracing::debug!(target: "commons_node", "gossip ingestion stopped");
+            }
         }
         NetEvent::Request {
             peer,
@@ -234,6 +232,38 @@ async fn on_event(
                 drop(permit);
             });
         }
+    }
+}
+
+/// Stores gossip records in batches: each batch takes every record queued (up to
+/// [`GOSSIP_BATCH`]) when a batch slot frees up, so batches grow with the load.
+async fn ingest_gossip(ctx: Ctx, mut rx: mpsc::Receiver<(PeerId, Record)>) {
+    let slots = Arc::new(Semaphore::new(MAX_GOSSIP_BATCHES));
+    let mut queued = Vec::with_capacity(GOSSIP_BATCH);
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        if rx.recv_many(&mut queued, GOSSIP_BATCH).await == 0 {
+            return;
+        }
+        let mut by_peer: BTreeMap<PeerId, Vec<Record>> = BTreeMap::new();
+        for (peer, record) in queued.drain(..) {
+            by_peer.entry(peer).or_default().push(record);
+        }
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            for (peer, records) in by_peer {
+                let mut report = commons_rpc::SyncReport {
+                    peers: 1,
+                    new_records: 0,
+                    new_blobs: 0,
+                    blob_bytes: 0,
+                };
+                ctx.ingest(Some(peer), records, &mut report).await;
+            }
+            drop(slot);
+        });
     }
 }
 
@@ -295,7 +325,7 @@ fn read_chunk(store: &Store, hash: commons_core::BlobHash, offset: u64, len: u32
     };
     let len =
         u64::from(len.min(commons_net::wire::MAX_BLOB_CHUNK)).min(total.saturating_sub(offset));
-    let mut bytes = vec![0u8; len as usize];
+    let mut bytes = commons_net::wire::chunk_buffer(len as usize);
     if file.seek(SeekFrom::Start(offset)).is_err() || file.read_exact(&mut bytes).is_err() {
         return SyncResponse::NotFound;
     }

@@ -222,9 +222,11 @@ impl Ctx {
     }
 
     async fn put_from_cli(&self, records: Vec<RecordBytes>) -> Response {
+        // Batch verification: the CLI sends whole histories at once (create --from, fork).
+        let bytes: Vec<&[u8]> = records.iter().map(|r| r.0.as_slice()).collect();
         let mut verified = Vec::with_capacity(records.len());
-        for (i, r) in records.iter().enumerate() {
-            match Record::decode(&r.0) {
+        for (i, r) in Record::decode_batch(&bytes).into_iter().enumerate() {
+            match r {
                 Ok(rec) => verified.push(rec),
                 Err(e) => return error("invalid", format!("record #{i}: {e}")),
             }
@@ -419,10 +421,12 @@ impl Ctx {
         records: Vec<Record>,
         report: &mut SyncReport,
     ) {
+        // What the batch itself brings needs no store lookup and no fetch: a chain of patches
+        // arriving together finds each parent here.
+        let mut asked: BTreeSet<RecordId> = records.iter().map(Record::id).collect();
         let mut queue: VecDeque<Record> = records.into();
         let mut fetched = 0usize;
         let mut ready = Vec::new();
-        let mut asked: BTreeSet<RecordId> = BTreeSet::new();
         while let Some(record) = queue.pop_front() {
             let mut wanted: Vec<RecordId> = Vec::new();
             match record.body() {
@@ -454,6 +458,9 @@ impl Ctx {
             let store = self.store.clone();
             let candidates: Vec<RecordId> =
                 wanted.into_iter().filter(|id| asked.insert(*id)).collect();
+            if candidates.is_empty() {
+                continue;
+            }
             let missing = blocking(move || {
                 let mut out = Vec::new();
                 for id in candidates {

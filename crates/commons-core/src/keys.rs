@@ -3,6 +3,8 @@
 //! A [`PublicKey`] is checked when it is made: it must be a valid curve point and not of small
 //! order, so a weak key can never sign a record that verifies.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -26,6 +28,32 @@ pub enum KeyError {
     InvalidPoint,
 }
 
+/// Checked keys remembered per thread. Decompressing a point costs about as much as a third of a
+/// signature check, and a commons has few authors, so records of one author share the work. A
+/// peer sending many distinct keys only makes the cache start over.
+const KEY_CACHE: usize = 1024;
+
+thread_local! {
+    static CHECKED_KEYS: RefCell<HashMap<[u8; 32], VerifyingKey>> = RefCell::new(HashMap::new());
+}
+
+/// The decompressed point of `bytes` if it is a valid point not of small order.
+fn checked_point(bytes: &[u8; 32]) -> Option<VerifyingKey> {
+    if let Some(vk) = CHECKED_KEYS.with_borrow(|m| m.get(bytes).copied()) {
+        return Some(vk);
+    }
+    let vk = VerifyingKey::from_bytes(bytes)
+        .ok()
+        .filter(|vk| !vk.is_weak())?;
+    CHECKED_KEYS.with_borrow_mut(|m| {
+        if m.len() >= KEY_CACHE {
+            m.clear();
+        }
+        m.insert(*bytes, vk);
+    });
+    Some(vk)
+}
+
 /// An ed25519 public key that is a valid, non-weak point. It identifies an author or a node.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Encode)]
 pub struct PublicKey([u8; 32]);
@@ -33,10 +61,7 @@ pub struct PublicKey([u8; 32]);
 impl PublicKey {
     /// Checks the bytes: a valid point, not of small order.
     pub fn from_bytes(bytes: [u8; 32]) -> Result<Self, KeyError> {
-        let vk = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::InvalidPoint)?;
-        if vk.is_weak() {
-            return Err(KeyError::InvalidPoint);
-        }
+        checked_point(&bytes).ok_or(KeyError::InvalidPoint)?;
         Ok(Self(bytes))
     }
 
@@ -47,7 +72,7 @@ impl PublicKey {
 
     pub(crate) fn verifying_key(&self) -> VerifyingKey {
         // The bytes were checked at construction.
-        VerifyingKey::from_bytes(&self.0).expect("PublicKey holds a checked point")
+        checked_point(&self.0).expect("PublicKey holds a checked point")
     }
 
     /// `did:key:z6Mk…`: multibase base58btc of the multicodec-prefixed key.

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
 
 use commons_core::{Record, RecordId};
@@ -63,12 +64,13 @@ impl std::fmt::Debug for Command {
 }
 
 /// Opens sled under `db_dir` and checks the schema. `store_dir` names the store in errors.
-pub fn open_db(store_dir: &Path, db_dir: &Path) -> Result<Trees, OpenError> {
+pub fn open_db(store_dir: &Path, db_dir: &Path, counters: &Counters) -> Result<Trees, OpenError> {
     let path = store_dir.to_path_buf();
     let initialized = store_dir.join(INITIALIZED_MARKER);
     let db = sled::Config::new()
         .path(db_dir)
         .cache_capacity(CACHE_BYTES)
+        .mode(sled::Mode::HighThroughput)
         .flush_every_ms(Some(FLUSH_EVERY_MS))
         .open()
         .map_err(|e| open_error(&path, e))?;
@@ -116,6 +118,26 @@ pub fn open_db(store_dir: &Path, db_dir: &Path) -> Result<Trees, OpenError> {
             tracing::info!(target: "commons_store", path = %path.display(), schema = SCHEMA_VERSION, "created a new store");
         }
     }
+    let count = match meta
+        .get(keys::META_RECORD_COUNT_KEY)
+        .map_err(|e| open_error(&path, e))?
+    {
+        Some(v) => <[u8; 8]>::try_from(v.as_ref())
+            .map(u64::from_be_bytes)
+            .map_err(|_| OpenError::Corrupt {
+                path: path.clone(),
+                reason: "the record count is not 8 bytes".into(),
+            })?,
+        None => {
+            // A store written before the count was kept: count once and remember.
+            let n = trees.tree(T::Records).len() as u64;
+            meta.insert(keys::META_RECORD_COUNT_KEY, &n.to_be_bytes())
+                .map_err(|e| open_error(&path, e))?;
+            trees.db.flush().map_err(|e| open_error(&path, e))?;
+            n
+        }
+    };
+    counters.stored_records.store(count, Ordering::Relaxed);
     if !initialized.exists() {
         // Written only once the schema version is durable; a crash before this point leaves a
         // store that is simply initialised again.
@@ -231,9 +253,18 @@ fn put_one(
 ) -> Result<Vec<RecordId>, StoreError> {
     let mut ctx = Ctx::new(Overlay::new(trees), counters);
     let ids = ctx.ingest(records)?;
-    let overlay = ctx.finish();
+    let mut overlay = ctx.finish();
+    let count = counters.stored_records.load(Ordering::Relaxed) + ids.len() as u64;
+    if !ids.is_empty() {
+        overlay.insert(
+            T::Meta,
+            keys::META_RECORD_COUNT_KEY.to_vec(),
+            count.to_be_bytes().to_vec(),
+        );
+    }
     overlay.commit()?;
     if !ids.is_empty() {
+        counters.stored_records.store(count, Ordering::Relaxed);
         tracing::debug!(target: "commons_store", new = ids.len(), "records stored");
     }
     Ok(ids)

@@ -18,6 +18,10 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// The key of the schema version in the `meta` tree.
 pub const META_SCHEMA_KEY: &[u8] = b"schema_version";
 
+/// Key in the `meta` tree of the number of stored records (u64 big-endian), kept in the same
+/// transaction as the records so that counting them never needs a scan.
+pub const META_RECORD_COUNT_KEY: &[u8] = b"record_count";
+
 /// One sled tree per kind of data, never one per lineage (sled grows badly with many trees).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum T {

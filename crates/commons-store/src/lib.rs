@@ -15,6 +15,7 @@ mod state;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -212,16 +213,18 @@ impl Store {
         // thread dies, `ready_tx` is dropped, and that is reported as corruption below.
         let thread = std::thread::Builder::new()
             .name("commons-store".into())
-            .spawn(move || match db::open_db(&store_dir, &db_dir) {
-                Ok(trees) => {
-                    if ready_tx.send(Ok(())).is_ok() {
-                        db::run(trees, thread_counters, rx);
+            .spawn(
+                move || match db::open_db(&store_dir, &db_dir, &thread_counters) {
+                    Ok(trees) => {
+                        if ready_tx.send(Ok(())).is_ok() {
+                            db::run(trees, thread_counters, rx);
+                        }
                     }
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                }
-            })
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                },
+            )
             .map_err(io_err)?;
         let opened = ready_rx.recv();
         match opened {
@@ -362,7 +365,8 @@ impl Store {
 
     /// Number of records held.
     pub fn record_count(&self) -> Result<u64, StoreError> {
-        self.read(|ctx| Ok(ctx.o.disk(keys::T::Records).len() as u64))
+        // Kept by the storage thread, updated before a put is acknowledged.
+        Ok(self.inner.counters.stored_records.load(Ordering::Relaxed))
     }
 
     /// Patches listed in a lineage with their status, optionally only those with `status`.

@@ -37,6 +37,8 @@ pub struct Counters {
     pub log_entries_read: AtomicU64,
     /// Lineage states recomputed from scratch.
     pub rebuilds: AtomicU64,
+    /// Records in the store (committed). Maintained by the storage thread.
+    pub stored_records: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, n: u64) {

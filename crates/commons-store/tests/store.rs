@@ -49,6 +49,62 @@ fn put_is_idempotent_and_reports_only_new_ids() {
 }
 
 #[test]
+fn the_record_count_is_kept_across_puts_and_reopens_and_rebuilt_when_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = key(1);
+    let c = charter(&m, 1, "one", maintainers(&[&m]), 1, None);
+    let l = LineageId::from(c.id());
+    let p = patch(
+        &m,
+        2,
+        l,
+        vec![],
+        vec![("a".into(), None, Some(blob(1)))],
+        "a",
+    );
+    let q = patch(
+        &m,
+        3,
+        l,
+        vec![],
+        vec![("b".into(), None, Some(blob(2)))],
+        "b",
+    );
+    {
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.record_count().unwrap(), 0);
+        store.put(vec![c.clone(), p.clone()]).unwrap();
+        store.put(vec![p.clone(), q.clone()]).unwrap();
+        assert_eq!(
+            store.record_count().unwrap(),
+            3,
+            "duplicates are not counted"
+        );
+        store.close().unwrap();
+    }
+    {
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.record_count().unwrap(),
+            3,
+            "the count survives a reopen"
+        );
+        store.close().unwrap();
+    }
+    // A store written before the count was kept has no count: it is rebuilt by counting.
+    {
+        let db = raw_sled(&dir.path().join("db"));
+        db.open_tree("meta")
+            .unwrap()
+            .remove(b"record_count")
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.record_count().unwrap(), 3);
+}
+
+#[test]
 fn validations_before_patches_and_state_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let (m1, m2, a) = (key(1), key(2), key(3));
