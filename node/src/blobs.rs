@@ -14,10 +14,11 @@
 //! 3. **Data.** Missing groups are cut into ranges of [`GROUPS_PER_REQUEST`] groups (1 MiB) and
 //!    requested with `GetBlob` from every peer given, [`PER_PEER_IN_FLIGHT`] ranges per peer at
 //!    once and [`MAX_REQUESTS_IN_FLIGHT`] in the whole node. Each answer is checked group by
-//!    group; the good groups before the first bad one are written at their offset in the data
-//!    file, the peer that sent a bad group gets a strike and is dropped, and the rest of its
-//!    range goes back to the queue for the other peers. A peer that fails (timeout, not found) is
-//!    dropped without a strike.
+//!    group on a blocking thread while the next requests are already out; the good groups before
+//!    the first bad one are written at their offset in the data file (one `pwrite`), the peer
+//!    that sent a bad group gets a strike and is dropped, and the rest of its range goes back to
+//!    the queue for the other peers. A peer that fails (timeout, not found) is dropped without a
+//!    strike. Answer buffers go back to `commons_net::wire`'s pool once written.
 //! 4. **Adopt.** When every group is verified, the data file and outboard are fsynced and renamed
 //!    into the blob store. No unverified byte ever becomes part of a stored blob.
 //!
@@ -33,7 +34,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, anyhow, bail};
 use commons_core::BlobHash;
-use commons_net::wire::MAX_BLOB_CHUNK;
+use commons_net::wire::{self, MAX_BLOB_CHUNK};
 use commons_net::{BlobChunk, FetchError, NetHandle, PeerId, SyncResponse};
 use commons_rpc::BlobStats;
 use commons_store::outboard::{
@@ -41,7 +42,8 @@ use commons_store::outboard::{
 };
 use commons_store::{BlobStore, Store};
 use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinError;
 
 use crate::config::BlobPolicy;
 
@@ -49,12 +51,14 @@ use crate::config::BlobPolicy;
 pub const GROUPS_PER_REQUEST: u64 = MAX_BLOB_CHUNK as u64 / GROUP_BYTES;
 /// Bytes per outboard request (the protocol's largest piece).
 pub const OUTBOARD_PIECE: u32 = MAX_BLOB_CHUNK;
-/// Data requests in flight to one peer for one blob: enough to keep a loopback or LAN link busy
-/// while answers are verified.
-pub const PER_PEER_IN_FLIGHT: usize = 4;
-/// Data requests in flight in the whole node, all downloads together: each answer is up to
-/// 1 MiB held in memory (a few copies of it on the way), so this bounds what downloading costs.
-pub const MAX_REQUESTS_IN_FLIGHT: usize = 8;
+/// Data requests in flight to one peer for one blob: each yamux stream starts with a 256 KiB
+/// window, so 8 streams keep 2 MiB moving while earlier answers are verified and written. Below
+/// the 16 requests per peer a responder holds (`commons_net::task::MAX_PENDING_INBOUND_PER_PEER`).
+pub const PER_PEER_IN_FLIGHT: usize = 8;
+/// Data requests in the whole node, all downloads together, from the request until its answer
+/// is written: each answer is up to 1 MiB held in memory (a few copies of it on the way), so
+/// this bounds what downloading costs.
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 16;
 /// Peers one download uses at once.
 pub const MAX_PEERS_PER_BLOB: usize = 8;
 /// Peers whose received bytes are counted in [`BlobStats::by_peer`].
@@ -309,6 +313,7 @@ impl Blobs {
                 bail!("{peer} {reason}");
             }
             out.write_all(&bytes)?;
+            wire::recycle_chunk(bytes);
             offset += want;
             if offset >= outboard_len(expected_len) {
                 break;
@@ -369,7 +374,11 @@ impl Blobs {
             .take(MAX_PEERS_PER_BLOB)
             .map(|p| (*p, 0))
             .collect();
+        // Answers are verified and written on blocking threads while the next requests are
+        // already out: a peer's slot is freed when its answer arrives, the node-wide permit
+        // (which bounds the memory held) when the answer is written.
         let mut in_flight = FuturesUnordered::new();
+        let mut checking = FuturesUnordered::new();
         let mut received = 0u64;
         loop {
             // Fill every peer's allowance, one range at a time in turn.
@@ -395,46 +404,56 @@ impl Blobs {
                     ));
                 }
             }
-            let Some((peer, range, answer)) = in_flight.next().await else {
-                break;
+            let step = tokio::select! {
+                Some(answer) = in_flight.next(), if !in_flight.is_empty() => Step::Answer(answer),
+                Some(checked) = checking.next(), if !checking.is_empty() => Step::Checked(checked),
+                else => break,
             };
-            if let Some(slot) = active.iter_mut().find(|(p, _)| *p == peer) {
-                slot.1 -= 1;
-            }
-            let dropped = !active.iter().any(|(p, _)| *p == peer);
-            let chunk = match answer {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::debug!(target: "commons_node::blobs", %peer, blob = %job.hash, error = %e, "range request failed; peer dropped");
-                    active.retain(|(p, _)| *p != peer);
-                    queue.push_back(range);
-                    continue;
+            match step {
+                Step::Answer((peer, range, answer, permit)) => {
+                    if let Some(slot) = active.iter_mut().find(|(p, _)| *p == peer) {
+                        slot.1 -= 1;
+                    }
+                    let chunk = match answer {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::debug!(target: "commons_node::blobs", %peer, blob = %job.hash, error = %e, "range request failed; peer dropped");
+                            active.retain(|(p, _)| *p != peer);
+                            queue.push_back(range);
+                            continue;
+                        }
+                    };
+                    let (hash, len, data, ob) =
+                        (job.hash, job.len, job.data.clone(), job.outboard.clone());
+                    let check = tokio::task::spawn_blocking(move || {
+                        let result = verify_and_write(&hash, len, range, &chunk, &data, &ob);
+                        wire::recycle_chunk(chunk.bytes);
+                        drop(permit);
+                        result
+                    });
+                    checking.push(async move { (peer, range, check.await) });
                 }
-            };
-            let (good, good_bytes) = {
-                let (hash, len, data, ob) =
-                    (job.hash, job.len, job.data.clone(), job.outboard.clone());
-                tokio::task::spawn_blocking(move || {
-                    verify_and_write(&hash, len, range, &chunk, &data, &ob)
-                })
-                .await??
-            };
-            for g in range.0..range.0 + good {
-                job.present.set(g);
-            }
-            received += good_bytes;
-            self.received(&job.hash, peer, good_bytes);
-            if good < range.1 {
-                let bad = range.0 + good;
-                self.stats().bad_groups += 1;
-                tracing::warn!(target: "commons_node::blobs", %peer, blob = %job.hash, group = bad, offset = bad * GROUP_BYTES, "chunk group failed verification; peer dropped");
-                if !dropped {
-                    let _ = net
-                        .report_bad_peer(peer, "served blob bytes that fail verification")
-                        .await;
+                Step::Checked((peer, range, result)) => {
+                    let (good, good_bytes) = result??;
+                    for g in range.0..range.0 + good {
+                        job.present.set(g);
+                    }
+                    received += good_bytes;
+                    self.received(&job.hash, peer, good_bytes);
+                    if good < range.1 {
+                        let bad = range.0 + good;
+                        self.stats().bad_groups += 1;
+                        tracing::warn!(target: "commons_node::blobs", %peer, blob = %job.hash, group = bad, offset = bad * GROUP_BYTES, "chunk group failed verification; peer dropped");
+                        // A peer already dropped (an earlier bad answer) got its strike then.
+                        if active.iter().any(|(p, _)| *p == peer) {
+                            let _ = net
+                                .report_bad_peer(peer, "served blob bytes that fail verification")
+                                .await;
+                        }
+                        active.retain(|(p, _)| *p != peer);
+                        queue.push_back((bad, range.1 - good));
+                    }
                 }
-                active.retain(|(p, _)| *p != peer);
-                queue.push_back((bad, range.1 - good));
             }
         }
         if !queue.is_empty() || (0..groups).any(|g| !job.present.get(g)) {
@@ -449,7 +468,33 @@ impl Blobs {
     }
 }
 
-/// One data request, waiting for a permit of the node-wide allowance first.
+/// An answer to a data request: who, which range, what came, and the node-wide permit it holds
+/// until it is written.
+type Answer = (
+    PeerId,
+    (u64, u64),
+    Result<BlobChunk, FetchError>,
+    Option<OwnedSemaphorePermit>,
+);
+
+/// An answer verified and its good groups written: who, which range, and (good groups, their
+/// bytes) or why the check could not run.
+type Checked = (
+    PeerId,
+    (u64, u64),
+    Result<anyhow::Result<(u64, u64)>, JoinError>,
+);
+
+/// What the download loop got next.
+enum Step {
+    /// A peer answered a range (or failed to).
+    Answer(Answer),
+    /// An answer was verified and written.
+    Checked(Checked),
+}
+
+/// One data request, waiting for a permit of the node-wide allowance first. The permit comes
+/// back with the answer: the caller keeps it until the answer is written.
 async fn request(
     net: NetHandle,
     permits: Arc<Semaphore>,
@@ -457,15 +502,15 @@ async fn request(
     hash: BlobHash,
     len: u64,
     range: (u64, u64),
-) -> (PeerId, (u64, u64), Result<BlobChunk, FetchError>) {
-    let Ok(_permit) = permits.acquire_owned().await else {
-        return (peer, range, Err(FetchError::Closed));
+) -> Answer {
+    let Ok(permit) = permits.acquire_owned().await else {
+        return (peer, range, Err(FetchError::Closed), None);
     };
     let (offset, _) = group_span(len, range.0);
     let (last, last_len) = group_span(len, range.0 + range.1 - 1);
     let n = (last + last_len - offset).min(u64::from(MAX_BLOB_CHUNK)) as u32;
     let answer = net.get_blob_chunk(peer, hash, offset, n).await;
-    (peer, range, answer)
+    (peer, range, answer, Some(permit))
 }
 
 /// Checks an answer for `range` group by group against the outboard and writes the good groups
@@ -590,7 +635,7 @@ pub fn read_outboard(store: &Store, hash: BlobHash, offset: u64, len: u32) -> Sy
         return SyncResponse::NotFound;
     }
     let n = u64::from(len.min(MAX_BLOB_CHUNK)).min(ob_len.saturating_sub(offset));
-    let mut bytes = vec![0u8; n as usize];
+    let mut bytes = wire::chunk_buffer(n as usize);
     if file.read_exact_at(&mut bytes, offset).is_err() {
         return SyncResponse::NotFound;
     }

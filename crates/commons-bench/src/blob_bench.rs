@@ -56,7 +56,9 @@ pub fn run_sized(opts: &Opts, len: u64) -> anyhow::Result<Vec<Row>> {
     generate(&source, len, opts.seed)?;
 
     opts.progress("reference: plain TCP copy on loopback");
+    let tcp_cpu_before = cpu_secs(std::process::id())?;
     let tcp_secs = tcp_copy(&source, &work.path().join("tcp-copy.bin"))?;
+    let tcp_cpu = cpu_secs(std::process::id())? - tcp_cpu_before;
     let tcp_rate = mib(len) / tcp_secs;
 
     let seeder = Daemon::start(&bin, tempfile::tempdir()?, &[], false)?;
@@ -96,6 +98,7 @@ pub fn run_sized(opts: &Opts, len: u64) -> anyhow::Result<Vec<Row>> {
     })?;
     ensure!(connected, "the daemons did not connect");
     let (rss_before, _) = receiver.rss_kib()?;
+    let cpu_before = (cpu_secs(seeder.pid())?, cpu_secs(receiver.pid())?);
     opts.progress("the receiver follows the commons and fetches the blob");
     let started = Instant::now();
     let report = match client.call(&Request::Follow { lineage })? {
@@ -115,6 +118,8 @@ pub fn run_sized(opts: &Opts, len: u64) -> anyhow::Result<Vec<Row>> {
         blob_secs = started.elapsed().as_secs_f64();
     }
     let (_, hwm) = receiver.rss_kib()?;
+    let cpu_seeder = cpu_secs(seeder.pid())? - cpu_before.0;
+    let cpu_receiver = cpu_secs(receiver.pid())? - cpu_before.1;
     let (check, got_len) = compute_outboard(
         io::BufReader::with_capacity(BUFFER, std::fs::File::open(received.path_of(&hash))?),
         io::sink(),
@@ -128,10 +133,14 @@ pub fn run_sized(opts: &Opts, len: u64) -> anyhow::Result<Vec<Row>> {
     // The follow's own fetch may find the blob already being fetched by a catch-up round that
     // the connection started; it then waits for it, so the time covers the transfer either way.
     let note = format!(
-        "{} MiB, {} CPUs; the follow itself fetched {} bytes",
+        "{} MiB, {} CPUs; the follow itself fetched {} bytes; CPU time during the transfer: \
+         receiver {cpu_receiver:.2} s, seeder {cpu_seeder:.2} s ({:.2} CPU-s per GiB together; \
+         the TCP copy {tcp_cpu:.2} s, {:.2} CPU-s per GiB)",
         len >> 20,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        report.blob_bytes
+        report.blob_bytes,
+        (cpu_receiver + cpu_seeder) / gib(len),
+        tcp_cpu / gib(len),
     );
     Ok(vec![
         Row::info("blobs", "blob transfer between two commonsd", rate, "MiB/s")
@@ -155,6 +164,31 @@ pub fn run_sized(opts: &Opts, len: u64) -> anyhow::Result<Vec<Row>> {
         .target(format!("< {TARGET_RSS_MIB} MiB"), growth < TARGET_RSS_MIB)
         .note(format!("VmHWM {} MiB after", hwm / 1024)),
     ])
+}
+
+/// CPU time (user + system, every thread) a process has used so far, from `/proc/PID/stat`
+/// (clock ticks of 10 ms, the Linux `USER_HZ`).
+fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) in parentheses; utime and stime
+    // are fields 14 and 15 of the line, 12 and 13 after the name.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed /proc/PID/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields
+            .get(i)
+            .context("short /proc/PID/stat")?
+            .parse::<u64>()? as f64
+            / 100.0)
+    };
+    Ok(tick(11)? + tick(12)?)
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
 }
 
 fn mib(bytes: u64) -> f64 {

@@ -96,7 +96,7 @@ impl Behaviour {
         Ok(Behaviour {
             block_list: allow_block_list::Behaviour::default(),
             limits: connection_limits::Behaviour::new(limits),
-            gossipsub: gossipsub_behaviour(key, cfg)?,
+            gossipsub: gossipsub_behaviour(cfg)?,
             sync,
             kad: Toggle::from(kad),
             identify,
@@ -106,9 +106,13 @@ impl Behaviour {
     }
 }
 
-fn gossipsub_behaviour(key: &Keypair, cfg: &NetConfig) -> Result<gossipsub::Behaviour, BuildError> {
+fn gossipsub_behaviour(cfg: &NetConfig) -> Result<gossipsub::Behaviour, BuildError> {
     let config = gossipsub::ConfigBuilder::default()
-        .validation_mode(gossipsub::ValidationMode::Strict)
+        // Records carry their author's signature and the message id is the record id, so a
+        // second signature by the publishing node would be paid twice per record (signed by the
+        // sender, checked by every receiver) for nothing: penalties go to the peer that
+        // forwarded a message, whoever first published it.
+        .validation_mode(gossipsub::ValidationMode::Anonymous)
         .validate_messages()
         .message_id_fn(|m: &gossipsub::Message| {
             gossipsub::MessageId::from(gossip::message_id(&m.data))
@@ -126,7 +130,7 @@ fn gossipsub_behaviour(key: &Keypair, cfg: &NetConfig) -> Result<gossipsub::Beha
         max_subscriptions_per_request: MAX_PEER_TOPICS,
     };
     let mut gs = gossipsub::Behaviour::new_with_subscription_filter(
-        gossipsub::MessageAuthenticity::Signed(key.clone()),
+        gossipsub::MessageAuthenticity::Anonymous,
         config,
         filter,
     )?;

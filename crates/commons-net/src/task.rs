@@ -38,8 +38,10 @@ pub const EVENT_CHANNEL: usize = 1024;
 /// Inbound sync requests handed to the node and not yet answered, in total. Beyond it requests
 /// are refused (the stream is closed), never queued.
 pub const MAX_PENDING_INBOUND: usize = 64;
-/// Inbound sync requests from one peer not yet answered: one peer cannot take all the slots.
-pub const MAX_PENDING_INBOUND_PER_PEER: usize = 8;
+/// Inbound sync requests from one peer not yet answered: one peer cannot take all the slots. It
+/// is above a downloader's blob ranges in flight per peer (8, `commons_node::blobs`), so that
+/// those and its catch-up requests together are not refused.
+pub const MAX_PENDING_INBOUND_PER_PEER: usize = 16;
 /// Outbound sync requests in flight. Beyond it the caller gets `FetchError::Busy`.
 pub const MAX_PENDING_OUTBOUND: usize = 256;
 /// Provider lookups in flight.

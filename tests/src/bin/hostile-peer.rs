@@ -27,14 +27,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             noise::Config::new,
             yamux::Config::default,
         )?
-        .with_behaviour(|key| {
+        .with_behaviour(|_key| {
             let cfg = gossipsub::ConfigBuilder::default()
                 .max_transmit_size(commons_net::behaviour::MAX_GOSSIP_BYTES)
+                .validation_mode(gossipsub::ValidationMode::Anonymous)
+                .message_id_fn(|m: &gossipsub::Message| {
+                    gossipsub::MessageId::from(commons_net::gossip::message_id(&m.data))
+                })
                 .heartbeat_interval(Duration::from_millis(100))
                 .heartbeat_initial_delay(Duration::from_millis(50))
                 .build()?;
             let behaviour: gossipsub::Behaviour = gossipsub::Behaviour::new(
-                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossipsub::MessageAuthenticity::Anonymous,
                 cfg,
             )?;
             Ok(behaviour)
