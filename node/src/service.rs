@@ -6,6 +6,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use commons_core::{BlobHash, Kind, LineageId, Record, RecordId};
 use commons_net::{NetHandle, PeerId};
@@ -47,7 +48,13 @@ pub struct Ctx {
     pub blobs: Arc<crate::blobs::Blobs>,
     /// Set reconciliation (item sets, counters): see `reconcile.rs`.
     pub reconcile: Arc<crate::reconcile::Reconciliation>,
+    /// The store's size on disk and when it was measured (see [`DISK_USAGE_MAX_AGE`]).
+    pub disk_usage: Arc<tokio::sync::Mutex<Option<(Instant, u64)>>>,
 }
+
+/// How long a measured store size is shown before it is measured again. Measuring walks every
+/// blob file; a client polling `node status` must not turn that into a loop.
+pub const DISK_USAGE_MAX_AGE: Duration = Duration::from_secs(5);
 
 fn error(code: &str, message: impl ToString) -> Response {
     Response::Error(RpcError {
@@ -261,10 +268,7 @@ impl Ctx {
         };
         let store = self.store.clone();
         let records = blocking(move || store.record_count()).await.unwrap_or(0);
-        let store_dir = self.home.join("store");
-        let store_bytes = tokio::task::spawn_blocking(move || dir_size(&store_dir))
-            .await
-            .unwrap_or(0);
+        let store_bytes = self.store_bytes().await;
         Response::NodeStatus(commons_rpc::NodeStatus {
             peer_id: status.peer_id.to_string(),
             node_key: self.node_key,
@@ -277,6 +281,22 @@ impl Ctx {
             blobs: self.blobs.report(),
             reconcile: self.reconcile.report(),
         })
+    }
+
+    /// The store's size on disk, measured at most every [`DISK_USAGE_MAX_AGE`].
+    async fn store_bytes(&self) -> u64 {
+        let mut cached = self.disk_usage.lock().await;
+        if let Some((at, bytes)) = *cached
+            && at.elapsed() < DISK_USAGE_MAX_AGE
+        {
+            return bytes;
+        }
+        let store_dir = self.home.join("store");
+        let bytes = tokio::task::spawn_blocking(move || dir_size(&store_dir))
+            .await
+            .unwrap_or(0);
+        *cached = Some((Instant::now(), bytes));
+        bytes
     }
 
     /// The lineages of the family of `lineage` that this store knows.

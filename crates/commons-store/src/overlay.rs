@@ -8,7 +8,8 @@
 //! This is sound because the storage thread is the only writer: nothing can change under the
 //! overlay between the reads and the commit.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
 use std::iter::Peekable;
 
 use sled::transaction::{TransactionError, Transactional};
@@ -52,6 +53,9 @@ type Entry = (Vec<u8>, Vec<u8>);
 pub struct Overlay<'a> {
     trees: &'a Trees,
     writes: Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// Keys a read found on neither side. The disk cannot change while an overlay lives (the
+    /// storage thread is the only writer), so they stay absent from it.
+    absent: Vec<RefCell<HashSet<Vec<u8>>>>,
 }
 
 impl<'a> Overlay<'a> {
@@ -60,6 +64,7 @@ impl<'a> Overlay<'a> {
         Self {
             trees,
             writes: vec![BTreeMap::new(); T::ALL.len()],
+            absent: (0..T::ALL.len()).map(|_| RefCell::default()).collect(),
         }
     }
 
@@ -68,7 +73,22 @@ impl<'a> Overlay<'a> {
         if let Some(v) = self.writes[t as usize].get(key) {
             return Ok(v.clone());
         }
-        Ok(self.trees.tree(t).get(key).map_err(io)?.map(|v| v.to_vec()))
+        let found = self.trees.tree(t).get(key).map_err(io)?.map(|v| v.to_vec());
+        if found.is_none() {
+            self.absent[t as usize].borrow_mut().insert(key.to_vec());
+        }
+        Ok(found)
+    }
+
+    /// Whether an earlier read found `key` absent from the disk (it may be pending since).
+    pub fn known_absent_on_disk(&self, t: T, key: &[u8]) -> bool {
+        self.absent[t as usize].borrow().contains(key)
+    }
+
+    /// Drops a pending write of a key the disk does not hold: unlike [`Overlay::remove`], it
+    /// leaves nothing to commit. Only for keys known to be absent from the disk.
+    pub fn forget(&mut self, t: T, key: &[u8]) {
+        self.writes[t as usize].remove(key);
     }
 
     /// Whether `key` is present.
@@ -234,6 +254,13 @@ mod tests {
         );
         assert_eq!(keys(o.scan(T::Files, b"a2", b"a", 1).unwrap()), ["a2=new"]);
         assert_eq!(o.get(T::Files, b"a3").unwrap(), None);
+        // A key read as absent and written since can be forgotten without a tombstone.
+        assert_eq!(o.get(T::Files, b"c1").unwrap(), None);
+        assert!(o.known_absent_on_disk(T::Files, b"c1"));
+        assert!(!o.known_absent_on_disk(T::Files, b"a1"));
+        o.insert(T::Files, b"c1".to_vec(), b"new".to_vec());
+        o.forget(T::Files, b"c1");
+        assert_eq!(o.get(T::Files, b"c1").unwrap(), None);
         o.commit().unwrap();
         let after = Overlay::new(&trees);
         assert_eq!(

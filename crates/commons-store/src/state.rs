@@ -558,9 +558,16 @@ impl<'a> Ctx<'a> {
         if let Some(new) = new {
             meta.counts[usize::from(keys::status_byte(new))] += 1;
         }
+        // A status first set in this batch is not on disk, nor its `by_status` entry: replacing
+        // it leaves nothing to delete (a patch often goes pending → accepted in one batch).
+        let fresh = self.o.known_absent_on_disk(T::Status, &key);
         if let Some(old) = old {
-            self.o
-                .remove(T::ByStatus, keys::by_status_key(lineage, old, patch));
+            let old_key = keys::by_status_key(lineage, old, patch);
+            if fresh {
+                self.o.forget(T::ByStatus, &old_key);
+            } else {
+                self.o.remove(T::ByStatus, old_key);
+            }
         }
         match new {
             Some(new) => {
@@ -571,6 +578,7 @@ impl<'a> Ctx<'a> {
                     vec![],
                 );
             }
+            None if fresh => self.o.forget(T::Status, &key),
             None => self.o.remove(T::Status, key),
         }
         Ok(())
