@@ -3,6 +3,7 @@
 //! [`Ctx`] holds handles only (the store, the network, the follow list); it is cloned into each
 //! task. Store calls block on the storage thread, so they run under `spawn_blocking`.
 
+use futures::StreamExt;
 use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +25,9 @@ pub const MAX_DEPENDENCY_FETCH: usize = 10_000;
 pub const FETCH_BATCH: usize = 256;
 /// Rounds of asking peers for a patch's blobs before the patch is left for the next catch-up.
 pub const BLOB_FETCH_ATTEMPTS: u32 = 4;
+/// Blobs downloaded at once by one fetch (each also bounded by the per-peer and per-node request
+/// limits of `blobs.rs`).
+pub const BLOBS_AT_ONCE: usize = 16;
 /// Pause before the second round; it doubles each round (0.2 + 0.4 + 0.8 s in all).
 pub const BLOB_RETRY_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 /// Catch-up rounds running at once (each is with one peer for one family).
@@ -441,6 +445,21 @@ impl Ctx {
         records: Vec<Record>,
         report: &mut SyncReport,
     ) {
+        // The blobs of every patch in the batch, fetched together up front (below, each patch
+        // then finds its blobs present).
+        if self.blobs.policy == crate::config::BlobPolicy::Eager {
+            let blobs: Vec<BlobHash> = records
+                .iter()
+                .filter_map(Record::as_patch)
+                .flat_map(|p| p.changes.iter().filter_map(|c| c.after))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if !blobs.is_empty() {
+                // One attempt: a patch whose blobs are still missing retries below on its own.
+                self.fetch_blobs_with(from, &blobs, report, 1).await;
+            }
+        }
         // What the batch itself brings needs no store lookup and no fetch: a chain of patches
         // arriving together finds each parent here.
         let mut asked: BTreeSet<RecordId> = records.iter().map(Record::id).collect();
@@ -555,13 +574,25 @@ impl Ctx {
         blobs: &[BlobHash],
         report: &mut SyncReport,
     ) -> bool {
+        self.fetch_blobs_with(from, blobs, report, BLOB_FETCH_ATTEMPTS)
+            .await
+    }
+
+    /// [`Ctx::fetch_blobs`] with `attempts` rounds over the peers.
+    async fn fetch_blobs_with(
+        &self,
+        from: Option<PeerId>,
+        blobs: &[BlobHash],
+        report: &mut SyncReport,
+        attempts: u32,
+    ) -> bool {
         let mut missing: Vec<BlobHash> = blobs
             .iter()
             .filter(|h| !self.store.blobs().contains(h))
             .copied()
             .collect();
         let mut pause = BLOB_RETRY_FIRST_PAUSE;
-        for attempt in 0..BLOB_FETCH_ATTEMPTS {
+        for attempt in 0..attempts {
             if missing.is_empty() {
                 return true;
             }
@@ -573,13 +604,24 @@ impl Ctx {
             if let Ok(status) = self.net.status().await {
                 peers.extend(status.connected.into_iter().filter(|p| Some(*p) != from));
             }
+            // Several blobs at once: small files are bound by round trips, not bandwidth. The
+            // requests in flight stay bounded by `Blobs` (per node and per peer).
+            let peers = &peers;
+            let results: Vec<(BlobHash, anyhow::Result<crate::blobs::Fetched>)> =
+                futures::stream::iter(missing)
+                    .map(|hash| async move {
+                        let r = self
+                            .blobs
+                            .fetch(&self.net, self.store.blobs(), hash, peers)
+                            .await;
+                        (hash, r)
+                    })
+                    .buffer_unordered(BLOBS_AT_ONCE)
+                    .collect()
+                    .await;
             let mut still = Vec::new();
-            for hash in missing {
-                match self
-                    .blobs
-                    .fetch(&self.net, self.store.blobs(), hash, &peers)
-                    .await
-                {
+            for (hash, result) in results {
+                match result {
                     Ok(f) => {
                         if f.received > 0 || f.resumed > 0 {
                             report.new_blobs += 1;
