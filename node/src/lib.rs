@@ -104,6 +104,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         catchups: Arc::new(Semaphore::new(service::MAX_CATCHUPS)),
         blobs: Arc::new(blobs::Blobs::new(config.blobs)),
         reconcile: Arc::new(reconcile::Reconciliation::default()),
+        catching_up: Arc::default(),
         disk_usage: Arc::default(),
     };
     follow_own_commons(&ctx, identity.author.public()).await;

@@ -23,6 +23,10 @@ use crate::follows::Follows;
 pub const MAX_DEPENDENCY_FETCH: usize = 10_000;
 /// Records asked of a peer in one request (the protocol allows up to 256).
 pub const FETCH_BATCH: usize = 256;
+/// Records a catch-up stores at once (one store commit), at most.
+pub const CATCH_UP_BATCH: usize = 20_000;
+/// Bytes of records a catch-up holds before storing them, at most.
+pub const CATCH_UP_BATCH_BYTES: usize = 16 << 20;
 /// Rounds of asking peers for a patch's blobs before the patch is left for the next catch-up.
 pub const BLOB_FETCH_ATTEMPTS: u32 = 4;
 /// Blobs downloaded at once by one fetch (each also bounded by the per-peer and per-node request
@@ -52,9 +56,15 @@ pub struct Ctx {
     pub blobs: Arc<crate::blobs::Blobs>,
     /// Set reconciliation (item sets, counters): see `reconcile.rs`.
     pub reconcile: Arc<crate::reconcile::Reconciliation>,
+    /// Catch-up rounds running, by peer and family.
+    pub catching_up: Arc<std::sync::Mutex<CatchUpRounds>>,
     /// The store's size on disk and when it was measured (see [`DISK_USAGE_MAX_AGE`]).
     pub disk_usage: Arc<tokio::sync::Mutex<Option<(Instant, u64)>>>,
 }
+
+/// A lock per peer and family, held by the catch-up round running for them.
+pub type CatchUpRounds =
+    std::collections::BTreeMap<(PeerId, LineageId), Arc<tokio::sync::Mutex<()>>>;
 
 /// How long a measured store size is shown before it is measured again. Measuring walks every
 /// blob file; a client polling `node status` must not turn that into a loop.
@@ -401,6 +411,15 @@ impl Ctx {
     /// record ids with the peer's (`NetHandle::reconcile`, whose cost follows the difference,
     /// not the family's size), then fetches the missing records and ingests them.
     pub async fn catch_up(&self, peer: PeerId, family: LineageId, report: &mut SyncReport) {
+        // One round per peer and family at a time: a follow, the peer's announcement and the
+        // timer often start one together, and each would fetch the same records. A round that
+        // waited finds what the one before it fetched already stored.
+        let lock = {
+            let mut rounds = self.catching_up.lock().unwrap_or_else(|p| p.into_inner());
+            rounds.retain(|_, l| Arc::strong_count(l) > 1);
+            rounds.entry((peer, family)).or_default().clone()
+        };
+        let _running = lock.lock().await;
         let store = self.store.clone();
         let reconcile = self.reconcile.clone();
         let Ok(items) = blocking(move || reconcile.items(&store, family)).await else {
@@ -424,14 +443,37 @@ impl Ctx {
             complete = session.complete,
             "reconciled"
         );
-        for chunk in session.need.chunks(FETCH_BATCH) {
+        // Every id of `need` is on its way: a record whose parent comes in a later batch is
+        // stored now (the store completes it when the parent arrives) instead of chasing the
+        // parent, and its parent's parent, one round trip at a time.
+        let coming: BTreeSet<RecordId> = session.need.iter().copied().collect();
+        let mut batch: Vec<Record> = Vec::new();
+        let mut batch_bytes = 0usize;
+        let mut chunks = session.need.chunks(FETCH_BATCH).peekable();
+        while let Some(chunk) = chunks.next() {
             match self.net.get_records(peer, chunk.to_vec()).await {
-                Ok(records) => self.ingest(Some(peer), records, report).await,
+                Ok(records) => {
+                    batch_bytes += records.iter().map(|r| r.bytes().len()).sum::<usize>();
+                    batch.extend(records);
+                }
                 Err(e) => {
                     tracing::debug!(target: "commons_node::sync", %peer, error = %e, "get_records failed");
-                    return;
+                    break;
                 }
             }
+            if batch.len() >= CATCH_UP_BATCH
+                || batch_bytes >= CATCH_UP_BATCH_BYTES
+                || chunks.peek().is_none()
+            {
+                batch_bytes = 0;
+                let records = std::mem::take(&mut batch);
+                self.ingest_expecting(Some(peer), records, report, &coming)
+                    .await;
+            }
+        }
+        if !batch.is_empty() {
+            self.ingest_expecting(Some(peer), batch, report, &coming)
+                .await;
         }
     }
 
@@ -444,6 +486,19 @@ impl Ctx {
         from: Option<PeerId>,
         records: Vec<Record>,
         report: &mut SyncReport,
+    ) {
+        self.ingest_expecting(from, records, report, &BTreeSet::new())
+            .await;
+    }
+
+    /// [`Ctx::ingest`], not chasing the dependencies listed in `coming`: they are being
+    /// fetched already.
+    pub async fn ingest_expecting(
+        &self,
+        from: Option<PeerId>,
+        records: Vec<Record>,
+        report: &mut SyncReport,
+        coming: &BTreeSet<RecordId>,
     ) {
         // The blobs of every patch in the batch, fetched together up front (below, each patch
         // then finds its blobs present).
@@ -463,6 +518,7 @@ impl Ctx {
         // What the batch itself brings needs no store lookup and no fetch: a chain of patches
         // arriving together finds each parent here.
         let mut asked: BTreeSet<RecordId> = records.iter().map(Record::id).collect();
+        asked.extend(coming.iter().copied());
         let mut queue: VecDeque<Record> = records.into();
         let mut fetched = 0usize;
         let mut ready = Vec::new();

@@ -12,6 +12,7 @@
 //! propagation, memory); [`scale`] runs many network stacks in this process.
 
 pub mod blob_bench;
+pub mod catchup;
 pub mod daemon;
 pub mod procs;
 pub mod reconcile_bench;
@@ -48,12 +49,14 @@ pub enum Scenario {
     Reconcile,
     /// A large blob between two `commonsd`, against a plain TCP copy.
     Blobs,
+    /// A new node fetching a whole commons from one peer, against `git clone` of the same files.
+    Catchup,
 }
 
 impl Scenario {
     /// The scenarios `all` runs. The in-process ones come first; `state` runs before `fork`
     /// because they share the long history.
-    pub const ORDER: [Scenario; 9] = [
+    pub const ORDER: [Scenario; 10] = [
         Scenario::Reconcile,
         Scenario::Ingest,
         Scenario::State,
@@ -63,6 +66,7 @@ impl Scenario {
         Scenario::Propagation,
         Scenario::Scale,
         Scenario::Blobs,
+        Scenario::Catchup,
     ];
 
     /// The name used on the command line and in the table.
@@ -78,6 +82,7 @@ impl Scenario {
             Scenario::Scale => "scale",
             Scenario::Reconcile => "reconcile",
             Scenario::Blobs => "blobs",
+            Scenario::Catchup => "catchup",
         }
     }
 }
@@ -113,6 +118,10 @@ pub struct Opts {
     pub commonsd: Option<PathBuf>,
     /// No progress lines.
     pub quiet: bool,
+    /// Patches (and git commits) of the commons fetched in `catchup`.
+    pub catchup_patches: usize,
+    /// MiB of files in that commons, spread evenly over the patches.
+    pub catchup_mib: u64,
 }
 
 impl Default for Opts {
@@ -132,6 +141,8 @@ impl Default for Opts {
             seed: 1,
             commonsd: None,
             quiet: false,
+            catchup_patches: 10_000,
+            catchup_mib: 200,
         }
     }
 }
@@ -258,6 +269,7 @@ pub fn run(scenario: Scenario, opts: &Opts) -> Vec<Row> {
             Scenario::Scale => scale::scale(opts),
             Scenario::Reconcile => reconcile_bench::run(opts),
             Scenario::Blobs => blob_bench::run(opts),
+            Scenario::Catchup => catchup::run(opts),
             Scenario::All => Ok(vec![]),
         };
         match result {

@@ -53,6 +53,12 @@ struct Args {
     /// Seed of the random topologies.
     #[arg(long, default_value_t = Opts::default().seed)]
     seed: u64,
+    /// Patches (and git commits) of the commons fetched in `catchup`.
+    #[arg(long, default_value_t = Opts::default().catchup_patches)]
+    catchup_patches: usize,
+    /// MiB of files in the commons of `catchup`, spread evenly over its patches.
+    #[arg(long, default_value_t = Opts::default().catchup_mib)]
+    catchup_mib: u64,
     /// The `commonsd` binary (default: next to this executable).
     #[arg(long, value_name = "PATH")]
     commonsd: Option<PathBuf>,
@@ -81,6 +87,8 @@ fn main() -> ExitCode {
         seed: a.seed,
         commonsd: a.commonsd,
         quiet: a.quiet,
+        catchup_patches: a.catchup_patches,
+        catchup_mib: a.catchup_mib,
     };
     let rows = commons_bench::run(a.scenario, &opts);
     if a.json {

@@ -203,16 +203,19 @@ impl BlobStore {
         let shard = final_path
             .parent()
             .ok_or_else(|| io::Error::other("blob path has no parent"))?;
+        let new_shard = !shard.exists();
         fs::create_dir_all(shard)?;
         if outboard.exists() {
             File::open(&outboard)?.sync_all()?;
             fs::rename(&outboard, self.outboard_path(hash))?;
         }
         fs::rename(&data, &final_path)?;
+        // The renames are durable once the shard is; the store directory only changed if the
+        // shard is new. The partial directory is not synced: after a crash a partial file may
+        // reappear beside its adopted copy, and it is only ever resumed or replaced.
         sync_dir(shard)?;
-        sync_dir(&self.dir)?;
-        if let Some(partial) = data.parent() {
-            sync_dir(partial)?;
+        if new_shard {
+            sync_dir(&self.dir)?;
         }
         tracing::debug!(target: "commons_store::blobs", %hash, "download adopted");
         Ok(())

@@ -278,17 +278,42 @@ impl<'a> Ctx<'a> {
         }
         fresh.sort_by_key(|r| r.kind());
         let ids = fresh.iter().map(Record::id).collect();
+        let first_validation = fresh
+            .iter()
+            .position(|r| r.kind() == Kind::Validation)
+            .unwrap_or(fresh.len());
+        let validations = fresh.split_off(first_validation);
         for r in fresh {
-            self.o
-                .insert(T::Records, r.id().as_bytes().to_vec(), r.bytes().to_vec());
-            self.records.insert(r.id(), r.clone());
-            match r.body() {
-                commons_core::Body::Charter(c) => self.add_charter(&r, c)?,
-                commons_core::Body::Patch(p) => self.add_patch(r.id(), p)?,
-                commons_core::Body::Validation(v) => self.add_validation(&r, v)?,
-            }
+            self.ingest_one(r)?;
+        }
+        // Validations in history order (the generation of the patch they judge): accepting a
+        // patch before later ones then appends to the log instead of undoing and replaying
+        // what follows it. A catch-up delivers records in id order, which is random.
+        let mut keyed = Vec::with_capacity(validations.len());
+        for r in validations {
+            let generation = match r.body() {
+                commons_core::Body::Validation(v) => self.generation(&v.patch)?,
+                _ => None,
+            };
+            keyed.push((generation.unwrap_or(u64::MAX), r));
+        }
+        keyed.sort_by_key(|(g, _)| *g);
+        for (_, r) in keyed {
+            self.ingest_one(r)?;
         }
         Ok(ids)
+    }
+
+    fn ingest_one(&mut self, r: Record) -> Result<(), StoreError> {
+        self.o
+            .insert(T::Records, r.id().as_bytes().to_vec(), r.bytes().to_vec());
+        self.records.insert(r.id(), r.clone());
+        match r.body() {
+            commons_core::Body::Charter(c) => self.add_charter(&r, c)?,
+            commons_core::Body::Patch(p) => self.add_patch(r.id(), p)?,
+            commons_core::Body::Validation(v) => self.add_validation(&r, v)?,
+        }
+        Ok(())
     }
 
     fn index_lineage(&mut self, lineage: &LineageId, id: &RecordId, kind: Kind) {

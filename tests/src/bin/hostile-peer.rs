@@ -37,10 +37,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .heartbeat_interval(Duration::from_millis(100))
                 .heartbeat_initial_delay(Duration::from_millis(50))
                 .build()?;
-            let behaviour: gossipsub::Behaviour = gossipsub::Behaviour::new(
-                gossipsub::MessageAuthenticity::Anonymous,
-                cfg,
-            )?;
+            let behaviour: gossipsub::Behaviour =
+                gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, cfg)?;
             Ok(behaviour)
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
