@@ -49,6 +49,9 @@ use crate::config::BlobPolicy;
 
 /// Groups per data request: 64 × 16 KiB = 1 MiB, the protocol's largest chunk.
 pub const GROUPS_PER_REQUEST: u64 = MAX_BLOB_CHUNK as u64 / GROUP_BYTES;
+/// Blobs up to this size are fetched in one request and checked against their hash as a whole
+/// (four chunk groups: a corrupt answer is still caught within 64 KiB).
+pub const SMALL_BLOB_BYTES: u64 = 4 * GROUP_BYTES;
 /// Bytes per outboard request (the protocol's largest piece).
 pub const OUTBOARD_PIECE: u32 = MAX_BLOB_CHUNK;
 /// Data requests in flight to one peer for one blob: each yamux stream starts with a 256 KiB
@@ -234,6 +237,11 @@ impl Blobs {
             });
         }
         let (data_path, outboard_path) = store.partial_paths(&hash)?;
+        if !data_path.exists()
+            && let Some(fetched) = self.fetch_small(net, store, hash, peers).await?
+        {
+            return Ok(fetched);
+        }
         let mut job = {
             let (d, o) = (data_path.clone(), outboard_path.clone());
             tokio::task::spawn_blocking(move || resume(hash, &d, &o)).await??
@@ -282,6 +290,60 @@ impl Blobs {
             received,
             resumed,
         })
+    }
+
+    /// A blob of at most [`SMALL_BLOB_BYTES`] in one request, checked against its hash as a
+    /// whole: no outboard round trip. Returns `None` when the blob is larger (or no peer
+    /// answered), and the outboard download takes over. A peer that sends other bytes gets a
+    /// strike and the next one is asked.
+    async fn fetch_small(
+        &self,
+        net: &NetHandle,
+        store: &BlobStore,
+        hash: BlobHash,
+        peers: &[PeerId],
+    ) -> anyhow::Result<Option<Fetched>> {
+        for peer in peers {
+            let chunk = match net
+                .get_blob_chunk(*peer, hash, 0, SMALL_BLOB_BYTES as u32)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(target: "commons_node::blobs", %peer, blob = %hash, error = %e, "no blob from this peer");
+                    continue;
+                }
+            };
+            if chunk.total_len > SMALL_BLOB_BYTES {
+                return Ok(None);
+            }
+            let bytes = chunk.bytes;
+            let len = bytes.len() as u64;
+            let (blobs, expected) = (store.clone(), hash);
+            let stored = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
+                if BlobHash::of(&bytes) != expected {
+                    return Ok(false);
+                }
+                blobs.put_bytes(&bytes)?;
+                Ok(true)
+            })
+            .await??;
+            if !stored {
+                let reason = "sent bytes that do not match the blob's hash";
+                let _ = net.report_bad_peer(*peer, reason).await;
+                tracing::debug!(target: "commons_node::blobs", %peer, blob = %hash, "{reason}");
+                continue;
+            }
+            self.received(&hash, *peer, len);
+            self.stats().completed += 1;
+            tracing::debug!(target: "commons_node::blobs", blob = %hash, len, "small blob downloaded and verified");
+            return Ok(Some(Fetched {
+                len,
+                received: len,
+                resumed: 0,
+            }));
+        }
+        Ok(None)
     }
 
     /// Fetches and verifies the outboard of `hash` from `peer` into `path`; returns the blob's

@@ -172,6 +172,63 @@ fn a_corrupt_seeder_is_caught_and_an_honest_one_serves_the_blob() {
     drop(b);
 }
 
+/// A small blob (fetched in one request, checked against its hash as a whole) with bad bytes
+/// from its only seeder is refused and the seeder struck; the blob comes from an honest peer
+/// once one is connected, and only the right bytes are ever stored.
+#[test]
+fn a_small_blob_with_bad_bytes_is_refused_whole() {
+    const LEN: usize = 40_000;
+    let scene = Scene::new(bin!());
+    let (alice, bob, carol) = (
+        scene.person("alice"),
+        scene.person("bob"),
+        scene.person("carol"),
+    );
+    let d = daemon_bin!();
+    let fixed = ["--no-kademlia"];
+    let a = Daemon::start_with(&d, &alice.home, &[], &fixed);
+    let b = Daemon::start_with(&d, &bob.home, &[&a.addr], &fixed);
+    let (lineage, hex) = create_big(&scene, &alice, "small", LEN);
+    bob.ok(["follow", &lineage]);
+    wait_for("bob to hold the blob", || has_blob(&bob, &hex));
+
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(blob_path(&alice, &hex))
+        .expect("open alice's blob");
+    f.seek(SeekFrom::Start(30_000)).expect("seek");
+    f.write_all(&[0xAA; 16]).expect("corrupt");
+    f.sync_all().expect("sync");
+    drop(f);
+
+    // Carol knows only alice at first.
+    let _c = Daemon::start_with(&d, &carol.home, &[&a.addr], &fixed);
+    connected(&carol, 1);
+    let _ = carol.run(["follow", &lineage]);
+    wait_for("carol to strike alice", || {
+        let peers = carol.json(["node", "peers"]);
+        let strikes = peers
+            .as_array()?
+            .iter()
+            .find(|p| p["peer_id"] == a.peer_id.as_str())
+            .map_or(1, |p| p["strikes"].as_u64().unwrap_or(0));
+        (strikes >= 1).then_some(())
+    });
+    assert!(
+        has_blob(&carol, &hex).is_none(),
+        "nothing from alice was stored"
+    );
+
+    carol.ok(["node", "connect", &b.addr]);
+    wait_for("carol to hold the blob", || has_blob(&carol, &hex));
+    assert_eq!(
+        b3(&blob_path(&carol, &hex)),
+        hex,
+        "carol stored the right bytes"
+    );
+    assert!(received_from(&carol, &b.peer_id) > 0, "bob served it");
+}
+
 /// A download killed with SIGKILL half-way resumes from the verified groups of its partial file
 /// after a restart, and ends with the right blob.
 #[test]
