@@ -118,6 +118,33 @@ pub fn judge(data: &[u8]) -> Judgement {
     }
 }
 
+/// Judges several gossip messages at once, as [`judge`] would one by one: the valid ones share
+/// one batch signature verification (`Record::decode_batch`, about half the cost per record).
+pub fn judge_batch(data: &[&[u8]]) -> Vec<Judgement> {
+    let sized: Vec<&[u8]> = data
+        .iter()
+        .copied()
+        .filter(|d| d.len() <= MAX_RECORD_BYTES)
+        .collect();
+    let mut decoded = Record::decode_batch(&sized).into_iter();
+    data.iter()
+        .map(|d| {
+            if d.len() > MAX_RECORD_BYTES {
+                return Judgement::Reject(RejectReason::TooLarge { len: d.len() });
+            }
+            match decoded.next() {
+                Some(Ok(record)) => Judgement::Accept(Box::new(record)),
+                Some(Err(
+                    e @ (DecodeError::UnknownVersion { .. } | DecodeError::UnknownKind { .. }),
+                )) => Judgement::Ignore(e),
+                Some(Err(e)) => Judgement::Reject(RejectReason::Invalid(e)),
+                // decode_batch answers once per input; judge alone if it ever did not.
+                None => judge(d),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +203,50 @@ mod tests {
         let mut future = r.bytes().to_vec();
         future[0] = 99;
         assert!(matches!(judge(&future), Judgement::Ignore(_)));
+    }
+
+    #[test]
+    fn judging_a_batch_gives_each_message_its_own_verdict() {
+        let key = SecretKey::from_seed([1; 32]);
+        let good: Vec<Record> = (0..5u8).map(|i| patch(&key, LineageId([i; 32]))).collect();
+        let mut forged = good[2].bytes().to_vec();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        let mut future = good[3].bytes().to_vec();
+        future[0] = 99;
+        let big = vec![1u8; MAX_RECORD_BYTES + 1];
+        let batch: Vec<&[u8]> = vec![
+            good[0].bytes(),
+            &forged,
+            good[1].bytes(),
+            &big,
+            &future,
+            b"garbage",
+            good[4].bytes(),
+        ];
+        let verdicts: Vec<MessageAcceptance> = judge_batch(&batch)
+            .iter()
+            .map(Judgement::acceptance)
+            .collect();
+        let one_by_one: Vec<MessageAcceptance> =
+            batch.iter().map(|d| judge(d).acceptance()).collect();
+        assert_eq!(verdicts, one_by_one);
+        assert_eq!(
+            verdicts,
+            [
+                MessageAcceptance::Accept,
+                MessageAcceptance::Reject,
+                MessageAcceptance::Accept,
+                MessageAcceptance::Reject,
+                MessageAcceptance::Ignore,
+                MessageAcceptance::Reject,
+                MessageAcceptance::Accept,
+            ]
+        );
+        // All valid: the records themselves come back, in order.
+        let all: Vec<&[u8]> = good.iter().map(Record::bytes).collect();
+        for (j, r) in judge_batch(&all).into_iter().zip(&good) {
+            assert!(matches!(j, Judgement::Accept(rec) if rec.id() == r.id()));
+        }
     }
 }

@@ -35,6 +35,9 @@ pub const COMMAND_CHANNEL: usize = 256;
 /// Events waiting for the node. A burst of gossip (a busy heartbeat on many topics) fits; beyond
 /// it events are dropped and counted rather than stalling the network.
 pub const EVENT_CHANNEL: usize = 1024;
+/// Gossip messages judged together at most. They wait only while the swarm has other events
+/// ready, so a lone message is judged at once.
+pub const GOSSIP_JUDGE_BATCH: usize = 64;
 /// Inbound sync requests handed to the node and not yet answered, in total. Beyond it requests
 /// are refused (the stream is closed), never queued.
 pub const MAX_PENDING_INBOUND: usize = 64;
@@ -127,6 +130,8 @@ pub(crate) struct NetTask {
     /// before the node knew any peer was announced only locally; it is announced again once,
     /// after the first successful Kademlia bootstrap (afterwards Kademlia republishes by itself).
     announce_after_bootstrap: bool,
+    /// Gossip messages received and not judged yet (see [`NetTask::judge_gossip`]).
+    gossip_waiting: Vec<(PeerId, MessageId, gossipsub::Message)>,
 }
 
 impl NetTask {
@@ -154,6 +159,7 @@ impl NetTask {
             penalties: Penalties::new(cfg.strikes_before_ban, cfg.ban_duration),
             connections: HashMap::new(),
             announce_after_bootstrap: true,
+            gossip_waiting: Vec::new(),
         }
     }
 
@@ -174,6 +180,11 @@ impl NetTask {
                 Some(answer) = self.inbound.next(), if !self.inbound.is_empty() => self.on_inbound_answer(answer),
                 _ = ban_check.tick() => self.lift_expired_bans(),
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                // Lowest priority: once nothing else is ready, or when enough are waiting.
+                () = std::future::ready(()), if !self.gossip_waiting.is_empty() => self.judge_gossip(),
+            }
+            if self.gossip_waiting.len() >= GOSSIP_JUDGE_BATCH {
+                self.judge_gossip();
             }
         }
         tracing::info!(target: "commons_net", %peer, "network task stopped");
@@ -582,8 +593,28 @@ impl NetTask {
     }
 
     fn on_gossip_message(&mut self, source: PeerId, id: MessageId, message: gossipsub::Message) {
+        self.gossip_waiting.push((source, id, message));
+    }
+
+    /// Judges the gossip messages received since the last time, together (see
+    /// [`gossip::judge_batch`]), and reports each verdict.
+    fn judge_gossip(&mut self) {
+        let waiting = std::mem::take(&mut self.gossip_waiting);
+        let data: Vec<&[u8]> = waiting.iter().map(|(_, _, m)| m.data.as_slice()).collect();
+        let judgements = gossip::judge_batch(&data);
+        for ((source, id, message), judgement) in waiting.into_iter().zip(judgements) {
+            self.on_judged(source, id, message, judgement);
+        }
+    }
+
+    fn on_judged(
+        &mut self,
+        source: PeerId,
+        id: MessageId,
+        message: gossipsub::Message,
+        judgement: Judgement,
+    ) {
         let lineage = gossip::lineage_of_topic(&message.topic);
-        let judgement = gossip::judge(&message.data);
         // Messages only arrive on topics we subscribed to, all of which are lineage topics.
         let acceptance = match lineage {
             Some(_) => judgement.acceptance(),
