@@ -42,6 +42,9 @@ pub const GOSSIP_QUEUE: usize = 8192;
 pub const GOSSIP_BATCH: usize = 1024;
 /// Gossip batches being ingested at once (a batch can wait for blobs from slow peers).
 pub const MAX_GOSSIP_BATCHES: usize = 4;
+/// A partial blob download that nothing wrote to for this long is removed when the node starts
+/// (a download interrupted by a restart resumes long before).
+pub const STALE_PARTIAL_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 /// Peer sync requests served at once.
 pub const MAX_SERVE_TASKS: usize = 32;
 
@@ -69,6 +72,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         ),
         other => anyhow::Error::new(other),
     })?;
+    // Before any download can start, so none is removed under it.
+    let blobs_store = store.blobs().clone();
+    let cleaned =
+        tokio::task::spawn_blocking(move || blobs_store.remove_stale_partials(STALE_PARTIAL_AGE))
+            .await?;
+    if let Err(e) = cleaned {
+        tracing::warn!(target: "commons_node", error = %e, "cannot clean stale partial downloads");
+    }
     let socket = control::socket_path(home.root());
     let listener = control::bind(&socket)?;
     let follows = Follows::load(home.root())?;

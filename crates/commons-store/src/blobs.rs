@@ -194,6 +194,35 @@ impl BlobStore {
         Ok((data, outboard))
     }
 
+    /// Removes downloads in progress that nothing has written to for `max_age` (a blob whose
+    /// patch was dropped, a peer that vanished): the rest of `partial/` is kept for resuming.
+    /// Returns the bytes freed.
+    pub fn remove_stale_partials(&self, max_age: std::time::Duration) -> io::Result<u64> {
+        let dir = self.dir.join(PARTIAL_DIR);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let now = std::time::SystemTime::now();
+        let mut freed = 0;
+        for entry in entries {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .unwrap_or_default();
+            if meta.is_file() && age > max_age {
+                fs::remove_file(entry.path())?;
+                freed += meta.len();
+                tracing::info!(target: "commons_store::blobs", file = %entry.path().display(), "stale partial download removed");
+            }
+        }
+        Ok(freed)
+    }
+
     /// Moves a completed download into the store: its data file (every group verified by the
     /// caller) and its outboard, each fsynced, renamed, and the directories fsynced.
     pub fn adopt_partial(&self, hash: &BlobHash) -> io::Result<()> {
@@ -260,6 +289,38 @@ fn random_suffix() -> io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_partial_downloads_are_removed_and_fresh_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store
+                .remove_stale_partials(std::time::Duration::from_secs(60))
+                .unwrap(),
+            0
+        );
+        let (old_data, old_outboard) = store.partial_paths(&BlobHash([1; 32])).unwrap();
+        let (new_data, _) = store.partial_paths(&BlobHash([2; 32])).unwrap();
+        for p in [&old_data, &old_outboard, &new_data] {
+            fs::write(p, b"partial").unwrap();
+        }
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for p in [&old_data, &old_outboard] {
+            File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
+        let freed = store
+            .remove_stale_partials(std::time::Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(freed, 14);
+        assert!(!old_data.exists() && !old_outboard.exists());
+        assert!(new_data.exists(), "a recent download is kept for resuming");
+    }
 
     /// Produces `len` deterministic pseudo-random bytes without holding them.
     struct Generated {
