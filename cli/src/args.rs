@@ -111,6 +111,9 @@ Examples:
         dir: PathBuf,
     },
     /// Sign a patch of the local changes of a working copy and print its id.
+    ///
+    /// Changes too large for one patch (128 KiB, 4096 files) become a chain of patches, each
+    /// the parent of the next; the last one's id is printed.
     #[command(after_help = "Example:\n  commons propose ./seeds -m \"Add tomato notes\"")]
     Propose {
         /// The working copy.

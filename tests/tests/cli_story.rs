@@ -409,3 +409,49 @@ fn fork_at_an_earlier_patch_leaves_out_what_came_after() {
         "the parent keeps it"
     );
 }
+
+/// A change too large for one patch record (thousands of files) is proposed as a chain of
+/// patches, each the parent of the next; accepting every part brings all the files in.
+#[test]
+fn a_large_proposal_becomes_a_chain_of_patches() {
+    let scene = Scene::new(bin!());
+    let alice = scene.person("alice");
+    let seeds = scene.write_tree("seeds", &[("README.md", README)]);
+    let lib = str_of(
+        &alice.json([
+            "create",
+            "Seeds",
+            "--license",
+            "MIT",
+            "--from",
+            seeds.to_str().expect("utf-8"),
+        ])["lineage"],
+    );
+    let wc = scene.path("wc");
+    let wcs = wc.to_str().expect("utf-8");
+    alice.ok(["checkout", &lib, wcs]);
+    // 2 500 files with long names: their changes encode to well over 128 KiB.
+    let dir = wc.join("varieties-collected-by-the-seed-library-over-the-years");
+    fs::create_dir_all(&dir).expect("mkdir");
+    let mut expected = tree(&[("README.md", README)]);
+    for i in 0..2_500 {
+        let name = format!("variety-number-{i:05}-with-its-sowing-and-harvest-notes.txt");
+        let body = format!("variety {i}\n").into_bytes();
+        fs::write(dir.join(&name), &body).expect("write");
+        expected.insert(
+            format!("varieties-collected-by-the-seed-library-over-the-years/{name}"),
+            body,
+        );
+    }
+    let proposed = alice.json(["propose", wcs, "-m", "The whole collection"]);
+    let parts = strs(&proposed["parts"]);
+    assert!(parts.len() >= 2, "a chain of patches: {proposed}");
+    assert_eq!(str_of(&proposed["patch"]), parts[parts.len() - 1]);
+    for part in &parts {
+        alice.json(["validate", part, "--accept"]);
+    }
+    for part in &parts {
+        assert_eq!(status(&alice, &lib, part), "accepted");
+    }
+    assert_tree(&scene, &alice, &lib, &expected);
+}

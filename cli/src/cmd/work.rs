@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::path::Path;
 
-use commons_core::{BlobHash, Body, Change, LineageId, Patch, Record, RecordId, StateRoot};
+use commons_core::{BlobHash, Change, LineageId, Record, RecordId, StateRoot};
 use serde::Serialize;
 
 use crate::backend::Backend;
@@ -216,9 +216,12 @@ pub fn status(ctx: &Ctx, dir: &Path) -> Result<()> {
 
 #[derive(Serialize)]
 struct Proposed {
+    /// The patch, or the last of a chain.
     patch: RecordId,
     lineage: LineageId,
     parents: Vec<RecordId>,
+    /// Every patch made, first to last (one unless the changes needed a chain).
+    parts: Vec<RecordId>,
     #[serde(flatten)]
     changes: LocalChanges,
 }
@@ -270,33 +273,53 @@ pub fn propose(ctx: &Ctx, dir: &Path, message: &str) -> Result<()> {
         )
         .hint("run `commons status DIR` and try again"));
     }
-    let record = Record::sign(
+    // Changes too large for one patch record become a chain of patches, each the parent of the
+    // next (as `create --from` does).
+    let records = crate::patchset::sign_chain(
         &identity.author,
         now_ms(),
-        Body::Patch(Patch {
-            lineage: meta.lineage,
-            parents: meta.heads.clone(),
-            changes: list,
-            message: message.to_owned(),
-        }),
+        meta.lineage,
+        meta.heads.clone(),
+        list,
+        message,
     )?;
-    let id = record.id();
-    backend.put(vec![record])?;
+    let parts: Vec<RecordId> = records.iter().map(Record::id).collect();
+    let id = *parts
+        .last()
+        .ok_or_else(|| CliError::error("the changes made no patch"))?;
+    backend.put(records)?;
     let out = Proposed {
         patch: id,
         lineage: meta.lineage,
         parents: meta.heads.clone(),
+        parts: parts.clone(),
         changes,
     };
+    let what = if parts.len() == 1 {
+        format!("Proposed patch {}", id.short())
+    } else {
+        format!(
+            "Proposed a chain of {} patches, too large for one: {} (the last)",
+            parts.len(),
+            parts
+                .iter()
+                .map(|p| p.short())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let accept = if parts.len() == 1 {
+        format!("`commons validate {} --accept`", id.short())
+    } else {
+        "`commons validate ID --accept` for each part, first to last".to_owned()
+    };
     let story = format!(
-        "Proposed patch {} ({} added, {} modified, {} deleted).\n\
-         A maintainer accepts it with `commons validate {} --accept`; share it with `commons bundle export {} FILE`.\n\
+        "{what} ({} added, {} modified, {} deleted).\n\
+         A maintainer accepts it with {accept}; share it with `commons bundle export {} FILE`.\n\
          Your working copy keeps its base; `commons update {}` brings the patch in once it is accepted.",
-        id.short(),
         out.changes.added.len(),
         out.changes.modified.len(),
         out.changes.deleted.len(),
-        id.short(),
         meta.lineage.short(),
         dir.display()
     );
