@@ -52,6 +52,8 @@ pub trait Backend {
         lineage: &LineageId,
         status: Option<PatchStatus>,
     ) -> Result<Vec<(RecordId, PatchStatus)>>;
+    /// One patch's status in a lineage; `None` if the lineage does not list it.
+    fn status(&self, lineage: &LineageId, patch: &RecordId) -> Result<Option<PatchStatus>>;
     /// Accepted history in order of application.
     fn history(&self, lineage: &LineageId) -> Result<Vec<(RecordId, Outcome)>>;
     /// Validations of a patch, in any lineage.
@@ -128,6 +130,10 @@ impl Backend for LocalBackend {
 
     fn history(&self, lineage: &LineageId) -> Result<Vec<(RecordId, Outcome)>> {
         Ok(self.store.history(lineage)?)
+    }
+
+    fn status(&self, lineage: &LineageId, patch: &RecordId) -> Result<Option<PatchStatus>> {
+        Ok(self.store.status(lineage, patch)?)
     }
 
     fn validations_of(&self, patch: &RecordId) -> Result<Vec<Record>> {

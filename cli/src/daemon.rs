@@ -212,6 +212,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::Lineages(_) => "lineages",
         Response::Lineage(_) => "lineage",
         Response::Patches(_) => "patches",
+        Response::Status(_) => "status",
         Response::History(_) => "history",
         Response::Tree(_) => "tree",
         Response::NodeStatus(_) => "node status",
@@ -392,6 +393,16 @@ impl Backend for DaemonBackend {
         })? {
             Response::Patches(p) => Ok(p),
             other => Err(unexpected("patches", &other)),
+        }
+    }
+
+    fn status(&self, lineage: &LineageId, patch: &RecordId) -> Result<Option<PatchStatus>> {
+        match self.call(&Request::Status {
+            lineage: *lineage,
+            patch: *patch,
+        })? {
+            Response::Status(s) => Ok(s),
+            other => Err(unexpected("status", &other)),
         }
     }
 

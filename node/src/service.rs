@@ -145,6 +145,13 @@ impl Ctx {
                     Err(e) => store_err(e),
                 }
             }
+            Request::Status { lineage, patch } => {
+                let store = self.store.clone();
+                match blocking(move || store.status(&lineage, &patch)).await {
+                    Ok(s) => Response::Status(s),
+                    Err(e) => store_err(e),
+                }
+            }
             Request::History { lineage } => {
                 let store = self.store.clone();
                 match blocking(move || store.history(&lineage)).await {

@@ -95,7 +95,16 @@ fn a_patch_crosses_a_line_of_nodes_and_its_validation_comes_back() {
 
     let patch = propose(&scene, &bob, &garden, "notes.txt", b"water daily\n");
     wait_for("the patch to reach A", || status(&alice, &garden, &patch));
-    alice.ok(["validate", &patch, "--accept", "-m", "thanks"]);
+    let validated = alice.json(["validate", &patch, "--accept", "-m", "thanks"]);
+    assert_eq!(
+        validated["status"], "accepted",
+        "through the daemon: {validated}"
+    );
+    let shown = carol.json(["patch", "show", &patch]);
+    assert!(
+        shown["statuses"].as_array().is_some_and(|s| !s.is_empty()),
+        "patch show lists its status through the daemon: {shown}"
+    );
     wait_for("the validation to reach C", || {
         (status(&bob, &garden, &patch).as_deref() == Some("accepted")).then_some(())
     });

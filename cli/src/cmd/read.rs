@@ -388,11 +388,7 @@ pub fn patch_show(ctx: &Ctx, input: &str) -> Result<()> {
         if family.is_some_and(|f| family_of(l) != f) {
             continue;
         }
-        if let Some((_, st)) = backend
-            .patches(&l.lineage, None)?
-            .into_iter()
-            .find(|(id, _)| *id == record.id())
-        {
+        if let Some(st) = backend.status(&l.lineage, &record.id())? {
             statuses.push(StatusIn {
                 lineage: l.lineage,
                 name: l.charter.name.clone(),

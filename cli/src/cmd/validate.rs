@@ -91,10 +91,8 @@ pub fn validate(ctx: &Ctx, args: ValidateArgs) -> Result<()> {
     let vid = validation.id();
     backend.put(vec![validation])?;
     let status = backend
-        .patches(&target.lineage, None)?
-        .into_iter()
-        .find(|(id, _)| *id == record.id())
-        .map_or(PatchStatus::Pending, |(_, s)| s);
+        .status(&target.lineage, &record.id())?
+        .unwrap_or(PatchStatus::Pending);
     let root = backend
         .lineage(&target.lineage)?
         .map_or(target.root, |s| s.root);

@@ -78,6 +78,13 @@ pub enum Request {
         /// Only this status.
         status: Option<PatchStatus>,
     },
+    /// The status of one patch in a lineage.
+    Status {
+        /// Which lineage.
+        lineage: LineageId,
+        /// Which patch.
+        patch: RecordId,
+    },
     /// Accepted history in order of application.
     History {
         /// Which lineage.
@@ -267,6 +274,8 @@ pub enum Response {
     Lineage(Option<Summary>),
     /// Patches with their status.
     Patches(Vec<(RecordId, PatchStatus)>),
+    /// One patch's status; `None` if the lineage does not list it.
+    Status(Option<PatchStatus>),
     /// History with outcomes.
     History(Vec<(RecordId, Outcome)>),
     /// A tree.

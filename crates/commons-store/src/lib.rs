@@ -379,6 +379,16 @@ impl Store {
         self.read(move |ctx| query::patches(ctx, &lineage, status))
     }
 
+    /// The status of one patch in a lineage; `None` if the lineage does not list it.
+    pub fn status(
+        &self,
+        lineage: &LineageId,
+        patch: &RecordId,
+    ) -> Result<Option<PatchStatus>, StoreError> {
+        let (lineage, patch) = (*lineage, *patch);
+        self.read(move |ctx| ctx.status(&lineage, &patch))
+    }
+
     /// The accepted history of a lineage in order of application, with each outcome.
     pub fn history(
         &self,

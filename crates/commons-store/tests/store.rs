@@ -46,6 +46,11 @@ fn put_is_idempotent_and_reports_only_new_ids() {
         store.patches(&l, None).unwrap(),
         vec![(p.id(), PatchStatus::Pending)]
     );
+    assert_eq!(
+        store.status(&l, &p.id()).unwrap(),
+        Some(PatchStatus::Pending)
+    );
+    assert_eq!(store.status(&l, &RecordId([9; 32])).unwrap(), None);
 }
 
 #[test]
