@@ -313,7 +313,7 @@ impl Ctx {
             return bytes;
         }
         let store_dir = self.home.join("store");
-        let bytes = tokio::task::spawn_blocking(move || dir_size(&store_dir))
+        let bytes = tokio::task::spawn_blocking(move || commons_store::home::dir_size(&store_dir))
             .await
             .unwrap_or(0);
         *cached = Some((Instant::now(), bytes));
@@ -456,8 +456,7 @@ impl Ctx {
         let coming: BTreeSet<RecordId> = session.need.iter().copied().collect();
         let mut batch: Vec<Record> = Vec::new();
         let mut batch_bytes = 0usize;
-        let mut chunks = session.need.chunks(FETCH_BATCH).peekable();
-        while let Some(chunk) = chunks.next() {
+        for chunk in session.need.chunks(FETCH_BATCH) {
             match self.net.get_records(peer, chunk.to_vec()).await {
                 Ok(records) => {
                     batch_bytes += records.iter().map(|r| r.bytes().len()).sum::<usize>();
@@ -468,10 +467,7 @@ impl Ctx {
                     break;
                 }
             }
-            if batch.len() >= CATCH_UP_BATCH
-                || batch_bytes >= CATCH_UP_BATCH_BYTES
-                || chunks.peek().is_none()
-            {
+            if batch.len() >= CATCH_UP_BATCH || batch_bytes >= CATCH_UP_BATCH_BYTES {
                 batch_bytes = 0;
                 let records = std::mem::take(&mut batch);
                 self.ingest_expecting(Some(peer), records, report, &coming)
@@ -732,22 +728,4 @@ impl Ctx {
             )
         }
     }
-}
-
-fn dir_size(path: &std::path::Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![path.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            match e.metadata() {
-                Ok(m) if m.is_dir() => stack.push(e.path()),
-                Ok(m) => total += m.len(),
-                Err(_) => {}
-            }
-        }
-    }
-    total
 }

@@ -108,6 +108,52 @@ fn has_blob(p: &Person, hex: &str) -> Option<()> {
     blob_path(p, hex).is_file().then_some(())
 }
 
+/// Strikes `p`'s node holds against `peer_id`; a peer no longer listed (banned and gone) counts
+/// as struck.
+fn strikes(p: &Person, peer_id: &str) -> u64 {
+    p.json(["node", "peers"])
+        .as_array()
+        .expect("peers")
+        .iter()
+        .find(|x| x["peer_id"] == peer_id)
+        .map_or(u64::MAX, |x| x["strikes"].as_u64().unwrap_or(0))
+}
+
+/// Alice founds a commons of one `len`-byte file and bob follows it until he holds the blob.
+/// Returns both daemons, the lineage and the blob's hex.
+fn alice_and_bob_seed(
+    scene: &Scene,
+    alice: &Person,
+    bob: &Person,
+    name: &str,
+    len: usize,
+) -> (Daemon, Daemon, String, String) {
+    let d = daemon_bin!();
+    let a = Daemon::start_with(&d, &alice.home, &[], &FIXED);
+    let b = Daemon::start_with(&d, &bob.home, &[&a.addr], &FIXED);
+    let (lineage, hex) = create_big(scene, alice, name, len);
+    bob.ok(["follow", &lineage]);
+    wait_for("bob to hold the blob", || has_blob(bob, &hex));
+    (a, b, lineage, hex)
+}
+
+/// Overwrites `n` bytes at each of `offsets` of `p`'s copy of blob `hex` with 0xAA.
+fn corrupt(p: &Person, hex: &str, offsets: impl IntoIterator<Item = u64>, n: usize) {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(blob_path(p, hex))
+        .expect("open the blob");
+    for at in offsets {
+        f.seek(SeekFrom::Start(at)).expect("seek");
+        f.write_all(&vec![0xAA; n]).expect("corrupt");
+    }
+    f.sync_all().expect("sync");
+    assert_ne!(b3(&blob_path(p, hex)), hex, "the copy is corrupt");
+}
+
+/// Flags of every daemon of these tests.
+const FIXED: [&str; 1] = ["--no-kademlia"];
+
 /// A seeder whose blob file was altered on disk serves bad bytes: the receiver refuses them in
 /// the first bad chunk group, strikes the seeder, and gets the blob from the honest one.
 #[test]
@@ -119,30 +165,14 @@ fn a_corrupt_seeder_is_caught_and_an_honest_one_serves_the_blob() {
         scene.person("bob"),
         scene.person("carol"),
     );
-    let d = daemon_bin!();
-    let fixed = ["--no-kademlia"];
-    let a = Daemon::start_with(&d, &alice.home, &[], &fixed);
-    let b = Daemon::start_with(&d, &bob.home, &[&a.addr], &fixed);
-    let (lineage, hex) = create_big(&scene, &alice, "seeds", LEN);
-    bob.ok(["follow", &lineage]);
-    wait_for("bob to hold the blob", || has_blob(&bob, &hex));
+    let (a, b, lineage, hex) = alice_and_bob_seed(&scene, &alice, &bob, "seeds", LEN);
 
     // Alter alice's copy after it was stored: a few bytes in every MiB, so whichever ranges
     // carol asks alice for are bad.
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .open(blob_path(&alice, &hex))
-        .expect("open alice's blob");
-    for mib in 0..(LEN >> 20) as u64 {
-        f.seek(SeekFrom::Start((mib << 20) + 300_000))
-            .expect("seek");
-        f.write_all(&[0xAA; 64]).expect("corrupt");
-    }
-    f.sync_all().expect("sync");
-    drop(f);
-    assert_ne!(b3(&blob_path(&alice, &hex)), hex, "alice's copy is corrupt");
+    let every_mib = (0..(LEN >> 20) as u64).map(|mib| (mib << 20) + 300_000);
+    corrupt(&alice, &hex, every_mib, 64);
 
-    let _c = Daemon::start_with(&d, &carol.home, &[&a.addr, &b.addr], &fixed);
+    let _c = Daemon::start_with(&daemon_bin!(), &carol.home, &[&a.addr, &b.addr], &FIXED);
     connected(&carol, 2);
     carol.ok(["follow", &lineage]);
     wait_for("carol to hold the blob", || has_blob(&carol, &hex));
@@ -157,14 +187,7 @@ fn a_corrupt_seeder_is_caught_and_an_honest_one_serves_the_blob() {
     );
     assert!(blob_stat(&carol, "bad_groups") >= 1, "a bad group was seen");
     // Alice was struck (or banned) for it; bob served the blob.
-    let peers = carol.json(["node", "peers"]);
-    let alice_strikes = peers
-        .as_array()
-        .expect("peers")
-        .iter()
-        .find(|p| p["peer_id"] == a.peer_id.as_str())
-        .map_or(u64::MAX, |p| p["strikes"].as_u64().unwrap_or(0));
-    assert!(alice_strikes >= 1, "alice was penalised: {peers}");
+    assert!(strikes(&carol, &a.peer_id) >= 1, "alice was penalised");
     assert!(received_from(&carol, &b.peer_id) > 0, "bob served ranges");
     // Alice served nothing that failed: what carol kept from her is whole verified groups
     // before the first bad one, at most one range's worth before she was dropped.
@@ -184,35 +207,15 @@ fn a_small_blob_with_bad_bytes_is_refused_whole() {
         scene.person("bob"),
         scene.person("carol"),
     );
-    let d = daemon_bin!();
-    let fixed = ["--no-kademlia"];
-    let a = Daemon::start_with(&d, &alice.home, &[], &fixed);
-    let b = Daemon::start_with(&d, &bob.home, &[&a.addr], &fixed);
-    let (lineage, hex) = create_big(&scene, &alice, "small", LEN);
-    bob.ok(["follow", &lineage]);
-    wait_for("bob to hold the blob", || has_blob(&bob, &hex));
-
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .open(blob_path(&alice, &hex))
-        .expect("open alice's blob");
-    f.seek(SeekFrom::Start(30_000)).expect("seek");
-    f.write_all(&[0xAA; 16]).expect("corrupt");
-    f.sync_all().expect("sync");
-    drop(f);
+    let (a, b, lineage, hex) = alice_and_bob_seed(&scene, &alice, &bob, "small", LEN);
+    corrupt(&alice, &hex, [30_000], 16);
 
     // Carol knows only alice at first.
-    let _c = Daemon::start_with(&d, &carol.home, &[&a.addr], &fixed);
+    let _c = Daemon::start_with(&daemon_bin!(), &carol.home, &[&a.addr], &FIXED);
     connected(&carol, 1);
     let _ = carol.run(["follow", &lineage]);
     wait_for("carol to strike alice", || {
-        let peers = carol.json(["node", "peers"]);
-        let strikes = peers
-            .as_array()?
-            .iter()
-            .find(|p| p["peer_id"] == a.peer_id.as_str())
-            .map_or(1, |p| p["strikes"].as_u64().unwrap_or(0));
-        (strikes >= 1).then_some(())
+        (strikes(&carol, &a.peer_id) >= 1).then_some(())
     });
     assert!(
         has_blob(&carol, &hex).is_none(),
@@ -237,9 +240,8 @@ fn a_download_killed_half_way_resumes_after_a_restart() {
     let scene = Scene::new(bin!());
     let (alice, bob) = (scene.person("alice"), scene.person("bob"));
     let d = daemon_bin!();
-    let fixed = ["--no-kademlia"];
-    let a = Daemon::start_with(&d, &alice.home, &[], &fixed);
-    let mut b = Daemon::start_with(&d, &bob.home, &[&a.addr], &fixed);
+    let a = Daemon::start_with(&d, &alice.home, &[], &FIXED);
+    let mut b = Daemon::start_with(&d, &bob.home, &[&a.addr], &FIXED);
     let (lineage, hex) = create_big(&scene, &alice, "archive", LEN);
 
     // `follow` waits for the whole sync; it runs aside and fails when bob's daemon dies.
@@ -288,15 +290,9 @@ fn two_seeders_serve_one_download_in_parallel() {
         scene.person("bob"),
         scene.person("carol"),
     );
-    let d = daemon_bin!();
-    let fixed = ["--no-kademlia"];
-    let a = Daemon::start_with(&d, &alice.home, &[], &fixed);
-    let b = Daemon::start_with(&d, &bob.home, &[&a.addr], &fixed);
-    let (lineage, hex) = create_big(&scene, &alice, "maps", LEN);
-    bob.ok(["follow", &lineage]);
-    wait_for("bob to hold the blob", || has_blob(&bob, &hex));
+    let (a, b, lineage, hex) = alice_and_bob_seed(&scene, &alice, &bob, "maps", LEN);
 
-    let _c = Daemon::start_with(&d, &carol.home, &[&a.addr, &b.addr], &fixed);
+    let _c = Daemon::start_with(&daemon_bin!(), &carol.home, &[&a.addr, &b.addr], &FIXED);
     connected(&carol, 2);
     let out = carol.json(["follow", &lineage]);
     assert!(out.is_object(), "{out}");
@@ -323,10 +319,9 @@ fn a_lazy_node_fetches_blobs_on_checkout() {
     let scene = Scene::new(bin!());
     let (alice, dan) = (scene.person("alice"), scene.person("dan"));
     let d = daemon_bin!();
-    let fixed = ["--no-kademlia"];
-    let a = Daemon::start_with(&d, &alice.home, &[], &fixed);
+    let a = Daemon::start_with(&d, &alice.home, &[], &FIXED);
     fs::write(dan.home.join("config.toml"), "blobs = \"lazy\"\n").expect("config");
-    let _dd = Daemon::start_with(&d, &dan.home, &[&a.addr], &fixed);
+    let _dd = Daemon::start_with(&d, &dan.home, &[&a.addr], &FIXED);
     let (lineage, hex) = create_big(&scene, &alice, "library", LEN);
     let report = dan.json(["follow", &lineage]);
     assert_eq!(report["new_blobs"], 0, "{report}");

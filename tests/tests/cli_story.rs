@@ -19,6 +19,21 @@ const SQUASH: &[u8] = b"Squash\n  sow: May, in mounds\n";
 const SAVING: &[u8] = b"# Saving seeds\nDry them well.\n";
 const LOGO: &[u8] = &[0x89, b'P', b'N', b'G', 0, 1, 2, 3, 255];
 
+/// `p` founds "Seeds" from a directory holding only the README; returns its lineage.
+fn found_seeds(scene: &Scene, p: &Person) -> String {
+    let seeds = scene.write_tree("seeds", &[("README.md", README)]);
+    str_of(
+        &p.json([
+            "create",
+            "Seeds",
+            "--license",
+            "MIT",
+            "--from",
+            seeds.to_str().expect("utf-8"),
+        ])["lineage"],
+    )
+}
+
 /// The status of `patch` in `lineage`, as `patches --json` says.
 fn status(p: &Person, lineage: &str, patch: &str) -> String {
     let list = p.json(["patches", lineage]);
@@ -360,17 +375,7 @@ fn fork_at_an_earlier_patch_leaves_out_what_came_after() {
     let scene = Scene::new(bin!());
     let alice = scene.person("alice");
     let dana = scene.person("dana");
-    let seeds = scene.write_tree("seeds", &[("README.md", README)]);
-    let lib = str_of(
-        &alice.json([
-            "create",
-            "Seeds",
-            "--license",
-            "MIT",
-            "--from",
-            seeds.to_str().expect("utf-8"),
-        ])["lineage"],
-    );
+    let lib = found_seeds(&scene, &alice);
     let first = vec![str_of(&alice.json(["log", &lib])[0]["patch"])];
     let wc = scene.path("wc");
     let wcs = wc.to_str().expect("utf-8");
@@ -416,17 +421,7 @@ fn fork_at_an_earlier_patch_leaves_out_what_came_after() {
 fn a_large_proposal_becomes_a_chain_of_patches() {
     let scene = Scene::new(bin!());
     let alice = scene.person("alice");
-    let seeds = scene.write_tree("seeds", &[("README.md", README)]);
-    let lib = str_of(
-        &alice.json([
-            "create",
-            "Seeds",
-            "--license",
-            "MIT",
-            "--from",
-            seeds.to_str().expect("utf-8"),
-        ])["lineage"],
-    );
+    let lib = found_seeds(&scene, &alice);
     let wc = scene.path("wc");
     let wcs = wc.to_str().expect("utf-8");
     alice.ok(["checkout", &lib, wcs]);

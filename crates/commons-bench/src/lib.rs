@@ -20,6 +20,7 @@ pub mod records;
 pub mod scale;
 pub mod store;
 
+pub use commons_store::home::dir_size;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -375,6 +376,45 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
+/// How records spread: p50 and p99 of the time until every receiver held a record (a record
+/// some receiver never got counts as infinitely late), p50 of the time to the first receiver,
+/// and how many never reached all. Milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Spread {
+    /// p50 of the time until all held it.
+    pub p50: f64,
+    /// p99 of the time until all held it.
+    pub p99: f64,
+    /// p50 of the time until the first receiver held it.
+    pub first50: f64,
+    /// Records that never reached every receiver.
+    pub missing: usize,
+}
+
+/// [`Spread`] of records, given for each the arrival time at each receiver (`None`: never).
+pub fn spread(per_record: impl IntoIterator<Item = Vec<Option<f64>>>) -> Spread {
+    let (mut all_ms, mut first_ms, mut missing) = (Vec::new(), Vec::new(), 0);
+    for times in per_record {
+        if let Some(first) = times.iter().flatten().copied().reduce(f64::min) {
+            first_ms.push(first);
+        }
+        if times.iter().all(Option::is_some) {
+            all_ms.push(times.iter().flatten().copied().fold(0.0, f64::max));
+        } else {
+            missing += 1;
+            all_ms.push(f64::INFINITY);
+        }
+    }
+    all_ms.sort_by(f64::total_cmp);
+    first_ms.sort_by(f64::total_cmp);
+    Spread {
+        p50: percentile(&all_ms, 50.0),
+        p99: percentile(&all_ms, 99.0),
+        first50: percentile(&first_ms, 50.0),
+        missing,
+    }
+}
+
 /// Percentile (nearest rank) of sorted values; NaN when empty.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -445,25 +485,6 @@ pub fn random_mesh(n: usize, seed: u64) -> (Vec<(usize, usize)>, usize) {
     (edges, bootstrap)
 }
 
-/// Size in bytes of the files under `path`.
-pub fn dir_size(path: &std::path::Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![path.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            match e.metadata() {
-                Ok(m) if m.is_dir() => stack.push(e.path()),
-                Ok(m) => total += m.len(),
-                Err(_) => {}
-            }
-        }
-    }
-    total
-}
-
 /// Bytes this process has passed to `write`-like system calls so far (`wchar` of
 /// `/proc/self/io`), or `None` where that file does not exist.
 pub fn bytes_written_by_process() -> Option<u64> {
@@ -476,6 +497,19 @@ pub fn bytes_written_by_process() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spread_takes_the_last_arrival_and_counts_a_record_never_everywhere_as_missing() {
+        let s = spread([
+            vec![Some(3.0), Some(9.0)],
+            vec![Some(1.0), Some(2.0)],
+            vec![Some(4.0), None],
+        ]);
+        assert_eq!(s.missing, 1);
+        assert_eq!(s.p50, 9.0);
+        assert_eq!(s.p99, f64::INFINITY);
+        assert_eq!(s.first50, 3.0);
+    }
 
     #[test]
     fn percentiles_are_nearest_rank() {

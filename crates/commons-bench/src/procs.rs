@@ -8,7 +8,7 @@ use commons_core::{LineageId, Record};
 use commons_rpc::Request;
 
 use crate::daemon::{Client, Daemon, find_commonsd};
-use crate::{Opts, Row, Shared, percentile, records};
+use crate::{Opts, Row, Shared, Spread, records, spread};
 
 /// How long a daemon is left alone before its idle RSS is read.
 const IDLE_SETTLE: Duration = Duration::from_secs(3);
@@ -304,26 +304,17 @@ pub fn propagation(opts: &Opts) -> anyhow::Result<Vec<Row>> {
     for d in daemons {
         d.stop();
     }
-    let (mut all_ms, mut first_ms, mut missing) = (Vec::new(), Vec::new(), 0);
-    for (k, t0) in sent.iter().enumerate() {
-        let times: Vec<Option<f64>> = arrivals
+    let Spread {
+        p50,
+        p99,
+        first50,
+        missing,
+    } = spread(sent.iter().enumerate().map(|(k, t0)| {
+        arrivals
             .iter()
             .map(|a| a[k].map(|t| t.duration_since(*t0).as_secs_f64() * 1e3))
-            .collect();
-        if let Some(first) = times.iter().flatten().copied().reduce(f64::min) {
-            first_ms.push(first);
-        }
-        if times.iter().all(Option::is_some) {
-            all_ms.push(times.iter().flatten().copied().fold(0.0, f64::max));
-        } else {
-            missing += 1;
-            all_ms.push(f64::INFINITY);
-        }
-    }
-    all_ms.sort_by(f64::total_cmp);
-    first_ms.sort_by(f64::total_cmp);
-    let (p50, p99) = (percentile(&all_ms, 50.0), percentile(&all_ms, 99.0));
-    let first50 = percentile(&first_ms, 50.0);
+            .collect()
+    }));
     opts.progress(format!(
         "propagation: p50 {p50:.1} ms, p99 {p99:.1} ms, first hop p50 {first50:.1} ms, {missing} missing"
     ));

@@ -10,7 +10,7 @@ use commons_core::{LineageId, Record, RecordId};
 use commons_net::{Multiaddr, NetConfig, NetEvent, NetHandle, Published};
 use tokio::sync::mpsc;
 
-use crate::{Opts, Row, percentile, records};
+use crate::{Opts, Row, Spread, records, spread};
 
 /// Arrivals buffered between the nodes' event loops and the collector.
 const ARRIVALS_CHANNEL: usize = 65_536;
@@ -150,29 +150,20 @@ async fn run(opts: &Opts) -> anyhow::Result<Vec<Row>> {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
 
-    let (mut all_ms, mut first_ms, mut missing) = (Vec::new(), Vec::new(), 0);
-    for (id, t0) in &sent {
+    let Spread {
+        p50,
+        p99,
+        first50,
+        missing,
+    } = spread(sent.iter().map(|(id, t0)| {
         let a = arrivals.get(id);
-        let times: Vec<Option<f64>> = (1..n)
+        (1..n)
             .map(|i| {
                 a.and_then(|a| a[i])
                     .map(|t| t.duration_since(*t0).as_secs_f64() * 1e3)
             })
-            .collect();
-        if let Some(first) = times.iter().flatten().copied().reduce(f64::min) {
-            first_ms.push(first);
-        }
-        if times.iter().all(Option::is_some) {
-            all_ms.push(times.iter().flatten().copied().fold(0.0, f64::max));
-        } else {
-            missing += 1;
-            all_ms.push(f64::INFINITY);
-        }
-    }
-    all_ms.sort_by(f64::total_cmp);
-    first_ms.sort_by(f64::total_cmp);
-    let (p50, p99) = (percentile(&all_ms, 50.0), percentile(&all_ms, 99.0));
-    let first50 = percentile(&first_ms, 50.0);
+            .collect()
+    }));
     opts.progress(format!(
         "scale: p50 {p50:.1} ms, p99 {p99:.1} ms, first hop {first50:.1} ms, {missing} missing"
     ));

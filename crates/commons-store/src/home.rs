@@ -228,6 +228,26 @@ fn read_key(path: &Path) -> Result<SecretKey, HomeError> {
     Ok(SecretKey::from_seed(seed))
 }
 
+/// Size in bytes of the files under `path`, walked recursively; what cannot be read counts as
+/// nothing. Shown by `node status` as the store's size.
+pub fn dir_size(path: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![path.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
