@@ -156,9 +156,8 @@ impl Backend for LocalBackend {
         let Some(file) = self.store.blobs().open_blob(hash).map_err(blob_io)? else {
             return Ok(None);
         };
-        let len = file.metadata().map_err(blob_io)?.len();
         Ok(Some(BlobReader {
-            len,
+            len: file.len(),
             reader: Box::new(file),
         }))
     }

@@ -81,7 +81,7 @@ impl DaemonBackend {
             .set_write_timeout(Some(SEND_TIMEOUT))
             .map_err(setup)?;
         let blobs_dir = home.store_dir().join("blobs");
-        let blobs = BlobStore::open(&blobs_dir).map_err(|e| {
+        let blobs = BlobStore::open_shared(&blobs_dir).map_err(|e| {
             CliError::error(format!("blob store {}: {e}", blobs_dir.display()))
                 .hint("check the home directory's permissions")
         })?;
@@ -439,9 +439,8 @@ impl Backend for DaemonBackend {
         let Some(file) = self.blobs.open_blob(hash).map_err(blob_io)? else {
             return Ok(None);
         };
-        let len = file.metadata().map_err(blob_io)?.len();
         Ok(Some(BlobReader {
-            len,
+            len: file.len(),
             reader: Box::new(file),
         }))
     }

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, anyhow, bail};
 use commons_core::BlobHash;
 use commons_net::wire::{self, MAX_BLOB_CHUNK};
-use commons_net::{BlobChunk, FetchError, NetHandle, PeerId, SyncResponse};
+use commons_net::{BlobChunk, FetchError, NetHandle, PeerId, SmallBlob, SyncResponse};
 use commons_rpc::BlobStats;
 use commons_store::outboard::{
     self, CV_BYTES, GROUP_BYTES, MAX_BLOB_BYTES, group_count, group_span, outboard_len,
@@ -52,6 +52,8 @@ pub const GROUPS_PER_REQUEST: u64 = MAX_BLOB_CHUNK as u64 / GROUP_BYTES;
 /// Blobs up to this size are fetched in one request and checked against their hash as a whole
 /// (four chunk groups: a corrupt answer is still caught within 64 KiB).
 pub const SMALL_BLOB_BYTES: u64 = 4 * GROUP_BYTES;
+/// `GetSmallBlobs` requests to one peer at once (each answer up to 3 MiB in memory).
+pub const SMALL_BATCHES_IN_FLIGHT: usize = 4;
 /// Bytes per outboard request (the protocol's largest piece).
 pub const OUTBOARD_PIECE: u32 = MAX_BLOB_CHUNK;
 /// Data requests in flight to one peer for one blob: each yamux stream starts with a 256 KiB
@@ -196,8 +198,9 @@ impl Blobs {
     }
 
     /// Fetches blob `hash` from `peers` (in that order of preference) into `store`, resuming a
-    /// partial download if there is one. Returns once the blob is stored, or fails leaving the
-    /// verified part of the download for the next attempt.
+    /// partial download if there is one. Returns once the blob is stored (a small one is
+    /// durable once the caller runs `BlobStore::sync`, once for a whole batch), or fails leaving
+    /// the verified part of the download for the next attempt.
     pub async fn fetch(
         &self,
         net: &NetHandle,
@@ -228,8 +231,7 @@ impl Blobs {
         hash: BlobHash,
         peers: &[PeerId],
     ) -> anyhow::Result<Fetched> {
-        if store.contains(&hash) {
-            let len = std::fs::metadata(store.path_of(&hash))?.len();
+        if let Some(len) = store.len_of(&hash)? {
             return Ok(Fetched {
                 len,
                 received: 0,
@@ -282,7 +284,9 @@ impl Blobs {
         tokio::task::spawn_blocking(move || blobs.adopt_partial(&hash))
             .await?
             .context("cannot move the download into the blob store")?;
-        let len = std::fs::metadata(store.path_of(&hash))?.len();
+        let len = store
+            .len_of(&hash)?
+            .ok_or_else(|| anyhow!("blob {hash} vanished once adopted"))?;
         self.stats().completed += 1;
         tracing::info!(target: "commons_node::blobs", blob = %hash, len, received, resumed, "blob downloaded and verified");
         Ok(Fetched {
@@ -290,6 +294,84 @@ impl Blobs {
             received,
             resumed,
         })
+    }
+
+    /// Fetches many small blobs whole from `peer` ([`wire::MAX_SMALL_BLOBS`] per request,
+    /// [`SMALL_BATCHES_IN_FLIGHT`] requests at once), each checked against its hash and packed
+    /// (durable at the caller's `BlobStore::sync`). Returns those stored, with their lengths. Blobs the
+    /// peer lacks or that are too large to come whole are left to [`Blobs::fetch`]. A peer
+    /// that sends bytes that do not match their hash gets a strike and is asked nothing more.
+    pub async fn fetch_small_batch(
+        &self,
+        net: &NetHandle,
+        store: &BlobStore,
+        peer: PeerId,
+        hashes: &[BlobHash],
+    ) -> Vec<(BlobHash, u64)> {
+        let chunks: Vec<Vec<BlobHash>> = hashes
+            .chunks(wire::MAX_SMALL_BLOBS)
+            .map(<[BlobHash]>::to_vec)
+            .collect();
+        let requests = chunks.into_iter().map(|chunk| {
+            let net = net.clone();
+            async move {
+                let answer = net.get_small_blobs(peer, chunk.clone()).await;
+                (chunk, answer)
+            }
+        });
+        let mut answers = futures::stream::iter(requests).buffered(SMALL_BATCHES_IN_FLIGHT);
+        let mut stored = Vec::new();
+        while let Some((chunk, answer)) = answers.next().await {
+            let answer = match answer {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::debug!(target: "commons_node::blobs", %peer, error = %e, "no small blobs from this peer");
+                    break;
+                }
+            };
+            let asked = chunk;
+            let blobs = store.clone();
+            let checked = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+                let mut good = Vec::new();
+                for (hash, blob) in asked.iter().zip(answer) {
+                    let SmallBlob::Bytes(bytes) = blob else {
+                        continue;
+                    };
+                    if !blobs.put_small(hash, &bytes)? {
+                        return Ok((good, Some(*hash)));
+                    }
+                    good.push((*hash, bytes.len() as u64));
+                }
+                Ok((good, None))
+            })
+            .await;
+            let (good, bad) = match checked {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    tracing::warn!(target: "commons_node::blobs", error = %e, "cannot store small blobs");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(target: "commons_node::blobs", error = %e, "small blob check failed");
+                    break;
+                }
+            };
+            {
+                let mut s = self.stats();
+                s.completed += good.len() as u64;
+            }
+            for (hash, len) in &good {
+                self.received(hash, peer, *len);
+            }
+            stored.extend(good);
+            if let Some(hash) = bad {
+                let reason = "sent bytes that do not match the blob's hash";
+                let _ = net.report_bad_peer(peer, reason).await;
+                tracing::debug!(target: "commons_node::blobs", %peer, blob = %hash, "{reason}");
+                break;
+            }
+        }
+        stored
     }
 
     /// A blob of at most [`SMALL_BLOB_BYTES`] in one request, checked against its hash as a
@@ -320,14 +402,14 @@ impl Blobs {
             let bytes = chunk.bytes;
             let len = bytes.len() as u64;
             let (blobs, expected) = (store.clone(), hash);
-            let stored = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
-                if BlobHash::of(&bytes) != expected {
-                    return Ok(false);
-                }
-                blobs.put_bytes(&bytes)?;
-                Ok(true)
+            // Packed, durable at the caller's `BlobStore::sync` (one fsync for the batch).
+            let (stored, bytes) = tokio::task::spawn_blocking(move || {
+                blobs
+                    .put_small(&expected, &bytes)
+                    .map(|stored| (stored, bytes))
             })
             .await??;
+            wire::recycle_chunk(bytes);
             if !stored {
                 let reason = "sent bytes that do not match the blob's hash";
                 let _ = net.report_bad_peer(*peer, reason).await;
@@ -679,20 +761,49 @@ fn discard(paths: &[PathBuf]) {
     }
 }
 
+/// Answers `GetSmallBlobs` from the blob store: each blob whole, in the order asked, until the
+/// answer would pass the response cap (the asker asks again for the rest).
+pub fn read_small(store: &Store, hashes: &[BlobHash]) -> SyncResponse {
+    let blobs = store.blobs();
+    let mut budget = wire::MAX_RESPONSE_BYTES as u64 / 4 * 3;
+    let mut out = Vec::with_capacity(hashes.len());
+    for hash in hashes {
+        let blob = match blobs.open_blob(hash) {
+            Ok(Some(b)) => b,
+            _ => {
+                out.push(SmallBlob::Missing);
+                continue;
+            }
+        };
+        if blob.len() > wire::MAX_SMALL_BLOB_BYTES {
+            out.push(SmallBlob::TooLarge(blob.len()));
+            continue;
+        }
+        if blob.len() > budget {
+            break;
+        }
+        let mut bytes = vec![0; blob.len() as usize];
+        if blob.read_exact_at(&mut bytes, 0).is_err() {
+            out.push(SmallBlob::Missing);
+            continue;
+        }
+        budget -= blob.len();
+        out.push(SmallBlob::Bytes(bytes));
+    }
+    SyncResponse::SmallBlobs(out)
+}
+
 /// Answers `GetOutboard` from the blob store (computing a missing outboard first).
 pub fn read_outboard(store: &Store, hash: BlobHash, offset: u64, len: u32) -> SyncResponse {
     let blobs = store.blobs();
-    let Ok(Some(blob)) = blobs.open_blob(&hash) else {
-        return SyncResponse::NotFound;
-    };
-    let Ok(total_len) = blob.metadata().map(|m| m.len()) else {
+    let Ok(Some(total_len)) = blobs.len_of(&hash) else {
         return SyncResponse::NotFound;
     };
     let Ok(Some(file)) = blobs.open_outboard(&hash) else {
         return SyncResponse::NotFound;
     };
     let ob_len = outboard_len(total_len);
-    if file.metadata().map(|m| m.len()).ok() != Some(ob_len) {
+    if file.len().ok() != Some(ob_len) {
         tracing::warn!(target: "commons_node::blobs", blob = %hash, "outboard of the wrong length; not served");
         return SyncResponse::NotFound;
     }

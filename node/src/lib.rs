@@ -313,6 +313,7 @@ async fn answer(ctx: &Ctx, request: SyncRequest) -> SyncResponse {
                     SyncResponse::Ids { ids: page, more }
                 }
                 SyncRequest::GetBlob { hash, offset, len } => read_chunk(&store, hash, offset, len),
+                SyncRequest::GetSmallBlobs { hashes } => blobs::read_small(&store, &hashes),
                 SyncRequest::GetOutboard { hash, offset, len } => {
                     blobs::read_outboard(&store, hash, offset, len)
                 }
@@ -329,17 +330,14 @@ async fn answer(ctx: &Ctx, request: SyncRequest) -> SyncResponse {
 }
 
 fn read_chunk(store: &Store, hash: commons_core::BlobHash, offset: u64, len: u32) -> SyncResponse {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(Some(mut file)) = store.blobs().open_blob(&hash) else {
+    let Ok(Some(blob)) = store.blobs().open_blob(&hash) else {
         return SyncResponse::NotFound;
     };
-    let Ok(total) = file.metadata().map(|m| m.len()) else {
-        return SyncResponse::NotFound;
-    };
+    let total = blob.len();
     let len =
         u64::from(len.min(commons_net::wire::MAX_BLOB_CHUNK)).min(total.saturating_sub(offset));
     let mut bytes = commons_net::wire::chunk_buffer(len as usize);
-    if file.seek(SeekFrom::Start(offset)).is_err() || file.read_exact(&mut bytes).is_err() {
+    if blob.read_exact_at(&mut bytes, offset).is_err() {
         return SyncResponse::NotFound;
     }
     SyncResponse::Blob {

@@ -4,7 +4,7 @@
 //! task. Store calls block on the storage thread, so they run under `spawn_blocking`.
 
 use futures::StreamExt;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -475,6 +475,7 @@ impl Ctx {
             }
         }
         if !batch.is_empty() {
+            tracing::debug!(target: "commons_node::sync", %peer, records = batch.len(), "records fetched");
             self.ingest_expecting(Some(peer), batch, report, &coming)
                 .await;
         }
@@ -516,6 +517,7 @@ impl Ctx {
             if !blobs.is_empty() {
                 // One attempt: a patch whose blobs are still missing retries below on its own.
                 self.fetch_blobs_with(from, &blobs, report, 1).await;
+                tracing::debug!(target: "commons_node::sync", blobs = blobs.len(), "blobs of the batch fetched");
             }
         }
         // What the batch itself brings needs no store lookup and no fetch: a chain of patches
@@ -602,8 +604,12 @@ impl Ctx {
             .filter(|r| r.kind() == Kind::Charter)
             .map(|r| LineageId::from(r.id()))
             .collect();
+        let count = ready.len();
         match blocking(move || store.put(ready)).await {
-            Ok(new) => report.new_records += new.len(),
+            Ok(new) => {
+                tracing::debug!(target: "commons_node::sync", records = count, new = new.len(), "records stored");
+                report.new_records += new.len();
+            }
             Err(e) => {
                 tracing::warn!(target: "commons_node", error = %e, "cannot store records");
                 return;
@@ -653,7 +659,7 @@ impl Ctx {
         let mut pause = BLOB_RETRY_FIRST_PAUSE;
         for attempt in 0..attempts {
             if missing.is_empty() {
-                return true;
+                break;
             }
             if attempt > 0 {
                 tokio::time::sleep(pause).await;
@@ -662,6 +668,23 @@ impl Ctx {
             let mut peers: Vec<PeerId> = from.into_iter().collect();
             if let Ok(status) = self.net.status().await {
                 peers.extend(status.connected.into_iter().filter(|p| Some(*p) != from));
+            }
+            // Small blobs first, many per round trip, from each peer in turn; what is left
+            // (large blobs, blobs no peer sent whole) streams one blob at a time below.
+            for peer in &peers {
+                if missing.len() < 2 {
+                    break;
+                }
+                let got = self
+                    .blobs
+                    .fetch_small_batch(&self.net, self.store.blobs(), *peer, &missing)
+                    .await;
+                if !got.is_empty() {
+                    report.new_blobs += got.len();
+                    report.blob_bytes += got.iter().map(|(_, len)| len).sum::<u64>();
+                    let got: HashSet<BlobHash> = got.into_iter().map(|(h, _)| h).collect();
+                    missing.retain(|h| !got.contains(h));
+                }
             }
             // Several blobs at once: small files are bound by round trips, not bandwidth. The
             // requests in flight stay bounded by `Blobs` (per node and per peer).
@@ -696,6 +719,14 @@ impl Ctx {
                 }
             }
             missing = still;
+        }
+        // Small blobs went to a pack: one fsync for all of them, before anything that names
+        // them is committed.
+        let blobs = self.store.blobs().clone();
+        let synced = tokio::task::spawn_blocking(move || blobs.sync()).await;
+        if let Err(e) = synced.map_err(std::io::Error::other).and_then(|r| r) {
+            tracing::warn!(target: "commons_node::sync", error = %e, "cannot make downloaded blobs durable");
+            return false;
         }
         missing.is_empty()
     }

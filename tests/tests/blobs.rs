@@ -8,6 +8,8 @@ use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use commons_core::BlobHash;
+use commons_store::BlobStore;
 use commons_tests::net::{Daemon, wait_for};
 use commons_tests::{Person, Scene, bin, daemon_bin};
 use serde_json::Value;
@@ -104,8 +106,27 @@ fn connected(p: &Person, n: usize) {
     });
 }
 
+/// The node's blob store, read as the CLI reads it next to a running daemon (loose files and
+/// packs alike).
+fn blob_store(p: &Person) -> BlobStore {
+    BlobStore::open_shared(&p.home.join("store/blobs")).expect("blob store")
+}
+
 fn has_blob(p: &Person, hex: &str) -> Option<()> {
-    blob_path(p, hex).is_file().then_some(())
+    let hash: BlobHash = hex.parse().expect("hex");
+    blob_store(p).contains(&hash).then_some(())
+}
+
+/// The BLAKE3 hash of the blob `p`'s store holds under `hex`, however it is stored.
+fn stored_b3(p: &Person, hex: &str) -> String {
+    let hash: BlobHash = hex.parse().expect("hex");
+    let mut blob = blob_store(p)
+        .open_blob(&hash)
+        .expect("read the store")
+        .expect("the blob is stored");
+    let mut hasher = blake3::Hasher::new();
+    std::io::copy(&mut blob, &mut hasher).expect("read");
+    hasher.finalize().to_hex().to_string()
 }
 
 /// Strikes `p`'s node holds against `peer_id`; a peer no longer listed (banned and gone) counts
@@ -176,11 +197,7 @@ fn a_corrupt_seeder_is_caught_and_an_honest_one_serves_the_blob() {
     connected(&carol, 2);
     carol.ok(["follow", &lineage]);
     wait_for("carol to hold the blob", || has_blob(&carol, &hex));
-    assert_eq!(
-        b3(&blob_path(&carol, &hex)),
-        hex,
-        "carol stored the right bytes"
-    );
+    assert_eq!(stored_b3(&carol, &hex), hex, "carol stored the right bytes");
     assert!(
         !partial_path(&carol, &hex).exists(),
         "the partial download was moved into the store"
@@ -224,11 +241,7 @@ fn a_small_blob_with_bad_bytes_is_refused_whole() {
 
     carol.ok(["node", "connect", &b.addr]);
     wait_for("carol to hold the blob", || has_blob(&carol, &hex));
-    assert_eq!(
-        b3(&blob_path(&carol, &hex)),
-        hex,
-        "carol stored the right bytes"
-    );
+    assert_eq!(stored_b3(&carol, &hex), hex, "carol stored the right bytes");
     assert!(received_from(&carol, &b.peer_id) > 0, "bob served it");
 }
 
@@ -275,7 +288,7 @@ fn a_download_killed_half_way_resumes_after_a_restart() {
     // What was fetched after the restart is the rest, not the whole blob again.
     assert!(blob_stat(&bob, "received_bytes") + resumed >= LEN as u64);
     assert!(blob_stat(&bob, "received_bytes") < LEN as u64);
-    assert_eq!(b3(&blob_path(&bob, &hex)), hex, "the resumed blob is right");
+    assert_eq!(stored_b3(&bob, &hex), hex, "the resumed blob is right");
     assert!(!partial_path(&bob, &hex).exists());
     drop(a);
 }
@@ -297,7 +310,7 @@ fn two_seeders_serve_one_download_in_parallel() {
     let out = carol.json(["follow", &lineage]);
     assert!(out.is_object(), "{out}");
     wait_for("carol to hold the blob", || has_blob(&carol, &hex));
-    assert_eq!(b3(&blob_path(&carol, &hex)), hex);
+    assert_eq!(stored_b3(&carol, &hex), hex);
     let (from_a, from_b) = (
         received_from(&carol, &a.peer_id),
         received_from(&carol, &b.peer_id),
@@ -327,11 +340,90 @@ fn a_lazy_node_fetches_blobs_on_checkout() {
     assert_eq!(report["new_blobs"], 0, "{report}");
     let shown = dan.json(["show", &lineage]);
     assert!(shown["root"].is_string(), "dan holds the commons: {shown}");
-    assert!(!blob_path(&dan, &hex).exists(), "lazy: no blob fetched yet");
+    assert!(has_blob(&dan, &hex).is_none(), "lazy: no blob fetched yet");
 
     let wc = scene.path("wc-dan");
     dan.ok(["checkout", &lineage, wc.to_str().expect("utf-8")]);
     assert_eq!(b3(&wc.join("data.bin")), hex);
-    assert!(blob_path(&dan, &hex).is_file());
+    assert!(has_blob(&dan, &hex).is_some());
     drop(a);
+}
+
+/// A commons of many small files comes in batches (`GetSmallBlobs`, several blobs per request,
+/// packed on arrival): a seeder that serves one of them with bad bytes is struck and nothing it
+/// sent in that answer from the bad blob on is kept; the honest seeder serves the rest, and
+/// every file checks out whole.
+#[test]
+fn many_small_blobs_come_in_batches_and_a_bad_one_is_refused() {
+    const FILES: usize = 60;
+    let scene = Scene::new(bin!());
+    let (alice, bob, carol) = (
+        scene.person("alice"),
+        scene.person("bob"),
+        scene.person("carol"),
+    );
+    let d = daemon_bin!();
+    let a = Daemon::start_with(&d, &alice.home, &[], &FIXED);
+    let b = Daemon::start_with(&d, &bob.home, &[&a.addr], &FIXED);
+    let dir = scene.path("src-notes");
+    let hexes: Vec<String> = (0..FILES)
+        .map(|i| {
+            let name = format!("note-{i:02}.txt");
+            generate(&dir.join(&name), 1_000 + i * 700, &name)
+        })
+        .collect();
+    let lineage = alice
+        .ok([
+            "create",
+            "notes",
+            "--license",
+            "CC-BY-SA-4.0",
+            "--from",
+            dir.to_str().expect("utf-8"),
+        ])
+        .trim()
+        .to_owned();
+    bob.ok(["follow", &lineage]);
+    wait_for("bob to hold every note", || {
+        hexes
+            .iter()
+            .all(|h| has_blob(&bob, h).is_some())
+            .then_some(())
+    });
+    assert!(
+        !blob_path(&bob, &hexes[0]).exists(),
+        "bob packed them: no file per blob"
+    );
+    assert!(bob.home.join("store/blobs/packs").is_dir());
+    corrupt(&alice, &hexes[30], [100], 8);
+
+    // Carol knows only alice at first: alice's answer holds the bad note.
+    let _c = Daemon::start_with(&d, &carol.home, &[&a.addr], &FIXED);
+    connected(&carol, 1);
+    let _ = carol.run(["follow", &lineage]);
+    wait_for("carol to strike alice", || {
+        (strikes(&carol, &a.peer_id) >= 1).then_some(())
+    });
+    assert!(
+        has_blob(&carol, &hexes[30]).is_none(),
+        "the bad note was not stored"
+    );
+
+    carol.ok(["node", "connect", &b.addr]);
+    let _ = carol.run(["sync"]);
+    wait_for("carol to hold every note", || {
+        hexes
+            .iter()
+            .all(|h| has_blob(&carol, h).is_some())
+            .then_some(())
+    });
+    for hex in &hexes {
+        assert_eq!(&stored_b3(&carol, hex), hex, "carol stored the right bytes");
+    }
+    assert!(received_from(&carol, &b.peer_id) > 0, "bob served notes");
+    // A checkout reads packed blobs like any other.
+    let wc = scene.path("wc-carol");
+    carol.ok(["checkout", &lineage, wc.to_str().expect("utf-8")]);
+    assert_eq!(b3(&wc.join("note-30.txt")), hexes[30]);
+    assert_eq!(b3(&wc.join("note-59.txt")), hexes[59]);
 }

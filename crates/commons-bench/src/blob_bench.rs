@@ -107,7 +107,7 @@ pub fn run_sized(opts: &Opts, len: u64) -> anyhow::Result<Vec<Row>> {
     };
     let mut blob_secs = started.elapsed().as_secs_f64();
     let received = receiver.home.path().join("store/blobs");
-    let received = BlobStore::open(&received)?;
+    let received = BlobStore::open_shared(&received)?;
     if !received.contains(&hash) {
         // The follow's own fetch gave up (a busy peer); the catch-up timer finishes it.
         let deadline = Instant::now() + TRANSFER_TIMEOUT;
@@ -121,7 +121,10 @@ pub fn run_sized(opts: &Opts, len: u64) -> anyhow::Result<Vec<Row>> {
     let cpu_seeder = cpu_secs(seeder.pid())? - cpu_before.0;
     let cpu_receiver = cpu_secs(receiver.pid())? - cpu_before.1;
     let (check, got_len) = compute_outboard(
-        io::BufReader::with_capacity(BUFFER, std::fs::File::open(received.path_of(&hash))?),
+        io::BufReader::with_capacity(
+            BUFFER,
+            received.open_blob(&hash)?.context("the blob vanished")?,
+        ),
         io::sink(),
     )?;
     ensure!(

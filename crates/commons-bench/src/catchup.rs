@@ -16,7 +16,7 @@
 //! pack git makes on the fly, index-pack, checkout of every file). Both results are checked:
 //! every blob and every checked-out file hashes to what was generated.
 
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -484,7 +484,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<Vec<Row>> {
         cpu(cpu_after.1, cpu_before.1)
     );
     let last = last.context("no status was read")?;
-    let received = BlobStore::open(&receiver.home.path().join("store/blobs"))?;
+    let received = BlobStore::open_shared(&receiver.home.path().join("store/blobs"))?;
     let on_disk = fixture
         .blobs
         .iter()
@@ -510,8 +510,11 @@ pub fn run(opts: &Opts) -> anyhow::Result<Vec<Row>> {
     let secs = records_at.max(blobs_at);
     // Every blob is on disk and is what was generated.
     for (i, hash) in fixture.blobs.iter().enumerate() {
-        let bytes = std::fs::read(received.path_of(hash))
-            .with_context(|| format!("the new node lacks the blob of {}", path_of(i)))?;
+        let mut bytes = Vec::new();
+        received
+            .open_blob(hash)?
+            .with_context(|| format!("the new node lacks the blob of {}", path_of(i)))?
+            .read_to_end(&mut bytes)?;
         ensure!(
             BlobHash::of(&bytes) == *hash,
             "the blob of {} is wrong",

@@ -263,6 +263,14 @@ pub enum BadResponse {
     /// A reconciliation message that breaks its caps or the order of its ranges.
     #[error("bad reconciliation message: {0}")]
     Reconcile(commons_core::reconcile::MessageError),
+    /// More entries than were asked for.
+    #[error("{got} entries for {asked} asked")]
+    TooMany {
+        /// Entries asked for.
+        asked: usize,
+        /// Entries received.
+        got: usize,
+    },
     /// A blob chunk of the wrong length for the offset and total length.
     #[error(
         "blob chunk of {got} bytes at offset {offset} does not fit a blob of {total_len} bytes"
@@ -593,6 +601,36 @@ impl NetHandle {
             return self.bad_response(peer, reason).await;
         }
         Ok(BlobChunk { total_len, bytes })
+    }
+
+    /// Fetches up to [`wire::MAX_SMALL_BLOBS`] small blobs whole, one entry per hash in order
+    /// (possibly fewer: ask again for the rest). Nothing is verified here: the caller checks
+    /// each blob against its hash.
+    pub async fn get_small_blobs(
+        &self,
+        peer: PeerId,
+        hashes: Vec<BlobHash>,
+    ) -> Result<Vec<crate::wire::SmallBlob>, FetchError> {
+        let asked = hashes.len();
+        let blobs = match self
+            .request(peer, SyncRequest::GetSmallBlobs { hashes })
+            .await?
+        {
+            SyncResponse::SmallBlobs(blobs) => blobs,
+            _ => return self.bad_response(peer, BadResponse::WrongKind).await,
+        };
+        if blobs.len() > asked {
+            return self
+                .bad_response(
+                    peer,
+                    BadResponse::TooMany {
+                        asked,
+                        got: blobs.len(),
+                    },
+                )
+                .await;
+        }
+        Ok(blobs)
     }
 
     /// Fetches `len` (1 to 1 MiB) bytes of a blob's outboard from `offset`, with the blob's

@@ -37,7 +37,7 @@ pub use handle::{
 };
 pub use libp2p::{Multiaddr, PeerId, multiaddr};
 pub use reconcile::Reconciled;
-pub use wire::{SyncRequest, SyncResponse};
+pub use wire::{SmallBlob, SyncRequest, SyncResponse};
 
 /// The peer id that a node key seed gives, without starting anything.
 pub fn peer_id_of_seed(seed: [u8; 32]) -> Result<PeerId, SpawnError> {

@@ -42,6 +42,23 @@ const RECORD_OVERHEAD: usize = 8;
 /// Bytes of overhead for the response envelope (variant tag, vector length).
 const RESPONSE_OVERHEAD: usize = 16;
 
+/// Most blobs one `GetSmallBlobs` asks for.
+pub const MAX_SMALL_BLOBS: usize = 48;
+/// Largest blob a `SmallBlobs` answer carries whole (four 16 KiB chunk groups); larger ones are
+/// streamed with `GetOutboard` and `GetBlob`. 48 of them stay under [`MAX_RESPONSE_BYTES`].
+pub const MAX_SMALL_BLOB_BYTES: u64 = 64 * 1024;
+
+/// One blob of a `SmallBlobs` answer, in the order asked.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum SmallBlob {
+    /// The whole blob (at most [`MAX_SMALL_BLOB_BYTES`]); the asker checks it against the hash.
+    Bytes(Vec<u8>),
+    /// The blob is larger than [`MAX_SMALL_BLOB_BYTES`]: this many bytes, to be streamed.
+    TooLarge(u64),
+    /// The peer does not have it.
+    Missing,
+}
+
 /// A sync request.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub enum SyncRequest {
@@ -91,6 +108,13 @@ pub enum SyncRequest {
         /// The initiator's message.
         message: reconcile::Message,
     },
+    /// Several small blobs whole (1 to [`MAX_SMALL_BLOBS`] hashes): what a catch-up of many
+    /// small files asks for, one round trip for a megabyte of them instead of one per file.
+    /// Answered with `SmallBlobs`.
+    GetSmallBlobs {
+        /// The blobs wanted.
+        hashes: Vec<BlobHash>,
+    },
 }
 
 /// A sync response.
@@ -126,6 +150,9 @@ pub enum SyncResponse {
     Reconcile(reconcile::Message),
     /// The peer does not have what was asked for.
     NotFound,
+    /// Answer to `GetSmallBlobs`: one entry per hash asked, in order; possibly fewer (the first
+    /// ones) to stay under the response cap.
+    SmallBlobs(Vec<SmallBlob>),
 }
 
 /// Why a sync message breaks the protocol's limits.
@@ -175,6 +202,11 @@ impl SyncRequest {
             SyncRequest::GetBlob { len, .. } if *len == 0 || *len > MAX_BLOB_CHUNK => {
                 Err(WireError::OutOfBounds("GetBlob length not in 1..=1 MiB"))
             }
+            SyncRequest::GetSmallBlobs { hashes }
+                if hashes.is_empty() || hashes.len() > MAX_SMALL_BLOBS =>
+            {
+                Err(WireError::OutOfBounds("GetSmallBlobs hashes not in 1..=48"))
+            }
             SyncRequest::GetOutboard { len, .. } if *len == 0 || *len > MAX_BLOB_CHUNK => Err(
                 WireError::OutOfBounds("GetOutboard length not in 1..=1 MiB"),
             ),
@@ -204,6 +236,18 @@ impl SyncResponse {
             }
             SyncResponse::Blob { bytes, .. } if bytes.len() > MAX_BLOB_CHUNK as usize => {
                 Err(WireError::OutOfBounds("blob chunk over 1 MiB"))
+            }
+            SyncResponse::SmallBlobs(blobs) if blobs.len() > MAX_SMALL_BLOBS => Err(
+                WireError::OutOfBounds("more small blobs than can be asked for"),
+            ),
+            SyncResponse::SmallBlobs(blobs)
+                if blobs.iter().any(|b| match b {
+                    SmallBlob::Bytes(bytes) => bytes.len() as u64 > MAX_SMALL_BLOB_BYTES,
+                    SmallBlob::TooLarge(len) => *len <= MAX_SMALL_BLOB_BYTES,
+                    SmallBlob::Missing => false,
+                }) =>
+            {
+                Err(WireError::OutOfBounds("small blob over 64 KiB"))
             }
             SyncResponse::Outboard { bytes, .. } if bytes.len() > MAX_BLOB_CHUNK as usize => {
                 Err(WireError::OutOfBounds("outboard piece over 1 MiB"))
@@ -255,6 +299,28 @@ impl SyncResponse {
             ) => {
                 bytes.truncate((*len).min(MAX_BLOB_CHUNK) as usize);
                 SyncResponse::Blob { total_len, bytes }
+            }
+            (SyncResponse::SmallBlobs(blobs), SyncRequest::GetSmallBlobs { hashes }) => {
+                let mut budget = MAX_RESPONSE_BYTES - RESPONSE_OVERHEAD;
+                let mut out = Vec::with_capacity(blobs.len().min(hashes.len()));
+                for blob in blobs.into_iter().take(hashes.len().min(MAX_SMALL_BLOBS)) {
+                    let cost = match &blob {
+                        SmallBlob::Bytes(b) => b.len() + RECORD_OVERHEAD + 4,
+                        _ => RECORD_OVERHEAD + 4,
+                    };
+                    let fits = match &blob {
+                        SmallBlob::Bytes(b) => b.len() as u64 <= MAX_SMALL_BLOB_BYTES,
+                        SmallBlob::TooLarge(len) => *len > MAX_SMALL_BLOB_BYTES,
+                        SmallBlob::Missing => true,
+                    };
+                    // In order: what does not fit ends the answer, the asker asks again.
+                    if !fits || cost > budget {
+                        break;
+                    }
+                    budget -= cost;
+                    out.push(blob);
+                }
+                SyncResponse::SmallBlobs(out)
             }
             (
                 SyncResponse::Outboard {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use commons_core::{BlobHash, Body, Change, LineageId, Patch, Record, RecordId, SecretKey};
 use commons_net::{
     BadResponse, FetchError, Multiaddr, NetConfig, NetEvent, NetHandle, PeerId, Published,
-    SyncRequest, SyncResponse, multiaddr::Protocol,
+    SmallBlob, SyncRequest, SyncResponse, multiaddr::Protocol,
 };
 use libp2p::futures::StreamExt;
 use libp2p::{SwarmBuilder, gossipsub, identity::Keypair, noise, swarm::SwarmEvent, tcp, yamux};
@@ -392,6 +392,18 @@ impl Store {
                 }
                 None => SyncResponse::NotFound,
             },
+            SyncRequest::GetSmallBlobs { hashes } => SyncResponse::SmallBlobs(
+                hashes
+                    .iter()
+                    .map(|h| match self.blobs.get(h) {
+                        Some(b) if b.len() as u64 > commons_net::wire::MAX_SMALL_BLOB_BYTES => {
+                            SmallBlob::TooLarge(b.len() as u64)
+                        }
+                        Some(b) => SmallBlob::Bytes(b.clone()),
+                        None => SmallBlob::Missing,
+                    })
+                    .collect(),
+            ),
             SyncRequest::GetOutboard { .. } => SyncResponse::NotFound,
             SyncRequest::Reconcile { message, .. } if self.nonsense_reconcile => {
                 let mut reply = message.clone();
@@ -500,6 +512,28 @@ async fn sync_requests_round_trip_and_liars_are_penalised() {
     assert!(
         matches!(missing, Err(FetchError::NotFound { .. })),
         "{missing:?}"
+    );
+
+    // Small blobs many at once, in the order asked, the missing one marked.
+    let small = a
+        .handle
+        .get_small_blobs(b_peer, vec![BlobHash([5; 32]), blob_hash])
+        .await
+        .expect("small blobs");
+    assert_eq!(
+        small,
+        vec![SmallBlob::Missing, SmallBlob::Bytes(blob.clone())]
+    );
+    let too_many = a
+        .handle
+        .get_small_blobs(
+            b_peer,
+            vec![blob_hash; commons_net::wire::MAX_SMALL_BLOBS + 1],
+        )
+        .await;
+    assert!(
+        matches!(too_many, Err(FetchError::InvalidRequest(_))),
+        "{too_many:?}"
     );
 
     // A request the protocol forbids is not even sent.

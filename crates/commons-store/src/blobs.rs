@@ -15,14 +15,22 @@
 //! ([`BlobStore::open_outboard`]). Downloads in progress live in `blobs/partial/` (a data file and
 //! its verified outboard, see [`BlobStore::partial_paths`]) until [`BlobStore::adopt_partial`]
 //! moves both into place.
+//!
+//! Small blobs that arrive by the thousand (a catch-up) are stored in **packs** instead
+//! ([`BlobStore::put_small`], `packs.rs`): appended to a shared file with one fsync per group.
+//! Readers do not see the difference: [`BlobStore::open_blob`] returns a [`BlobReader`] over a
+//! loose file or over a pack's range.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use commons_core::BlobHash;
 
 use crate::outboard::{OutboardWriter, compute_outboard};
+use crate::packs::{MAX_PACKED_BYTES, Packs};
 
 /// Size of the streaming buffer: memory per write does not depend on the blob's size.
 pub const BUFFER_BYTES: usize = 64 * 1024;
@@ -38,18 +46,143 @@ const PARTIAL_DIR: &str = "partial";
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     dir: PathBuf,
+    packs: Arc<Packs>,
+}
+
+/// A stored blob, read as a stream ([`Read`], [`Seek`]) or at offsets
+/// ([`BlobReader::read_exact_at`]): a loose file, or a range of a pack.
+#[derive(Debug)]
+pub struct BlobReader {
+    file: Arc<File>,
+    start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl BlobReader {
+    fn whole(file: File) -> io::Result<BlobReader> {
+        let len = file.metadata()?.len();
+        Ok(BlobReader {
+            file: Arc::new(file),
+            start: 0,
+            len,
+            pos: 0,
+        })
+    }
+
+    /// The blob's length.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the blob is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Fills `buf` from `offset` in the blob; an error if that runs past its end.
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if offset.saturating_add(buf.len() as u64) > self.len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read past the end of the blob",
+            ));
+        }
+        self.file.read_exact_at(buf, self.start + offset)
+    }
+}
+
+impl Read for BlobReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (self.len.saturating_sub(self.pos)).min(buf.len() as u64) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..n], self.start + self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for BlobReader {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let pos = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = pos.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "seek before the blob's start")
+        })?;
+        Ok(self.pos)
+    }
+}
+
+/// A blob's outboard: its file, or computed in memory for a packed blob (at most a few
+/// hundred bytes).
+#[derive(Debug)]
+pub enum OutboardReader {
+    /// The outboard file next to a loose blob.
+    File(File),
+    /// Computed from a packed blob.
+    Memory(Vec<u8>),
+}
+
+impl OutboardReader {
+    /// The outboard's length.
+    pub fn len(&self) -> io::Result<u64> {
+        match self {
+            OutboardReader::File(f) => Ok(f.metadata()?.len()),
+            OutboardReader::Memory(b) => Ok(b.len() as u64),
+        }
+    }
+
+    /// Whether the outboard is empty (a blob of one chunk group).
+    pub fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Fills `buf` from `offset`.
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        match self {
+            OutboardReader::File(f) => f.read_exact_at(buf, offset),
+            OutboardReader::Memory(b) => {
+                let range = usize::try_from(offset)
+                    .ok()
+                    .and_then(|o| Some(o..o.checked_add(buf.len())?))
+                    .filter(|r| r.end <= b.len())
+                    .ok_or_else(|| {
+                        io::Error::new(io::ErrorKind::UnexpectedEof, "past the outboard's end")
+                    })?;
+                buf.copy_from_slice(&b[range]);
+                Ok(())
+            }
+        }
+    }
 }
 
 impl BlobStore {
-    /// Blobs under `dir` (created if needed). Temporary files left by an interrupted write are
-    /// removed.
+    /// Blobs under `dir` (created if needed), owned by this process: it may write packs.
+    /// Temporary files left by an interrupted write are removed.
     pub fn open(dir: &Path) -> io::Result<BlobStore> {
         fs::create_dir_all(dir)?;
         let store = BlobStore {
             dir: dir.to_path_buf(),
+            packs: Arc::new(Packs::owned(dir)),
         };
         store.clean_temporaries()?;
         Ok(store)
+    }
+
+    /// Blobs under `dir` as another process (the daemon that owns the store) writes them:
+    /// loose blobs may be added, packs are only read, and what the owner packs after this
+    /// opens is found too.
+    pub fn open_shared(dir: &Path) -> io::Result<BlobStore> {
+        fs::create_dir_all(dir)?;
+        Ok(BlobStore {
+            dir: dir.to_path_buf(),
+            packs: Arc::new(Packs::shared(dir)),
+        })
     }
 
     fn clean_temporaries(&self) -> io::Result<()> {
@@ -146,15 +279,25 @@ impl BlobStore {
     }
 
     /// Opens a blob's outboard, computing it first (from the blob file as it is now, streaming)
-    /// if the blob was stored without one; `None` if the blob is absent.
-    pub fn open_outboard(&self, hash: &BlobHash) -> io::Result<Option<File>> {
+    /// if the blob was stored without one; `None` if the blob is absent. A packed blob's
+    /// outboard is computed in memory.
+    pub fn open_outboard(&self, hash: &BlobHash) -> io::Result<Option<OutboardReader>> {
+        if let Some(blob) = self.open_packed(hash)? {
+            let mut out = Vec::new();
+            let (computed, _) = compute_outboard(blob, &mut out)?;
+            if computed != *hash {
+                tracing::warn!(target: "commons_store::blobs", %hash, "packed blob does not match its hash; no outboard made");
+                return Ok(None);
+            }
+            return Ok(Some(OutboardReader::Memory(out)));
+        }
         let path = self.outboard_path(hash);
         match File::open(&path) {
-            Ok(f) => return Ok(Some(f)),
+            Ok(f) => return Ok(Some(OutboardReader::File(f))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let Some(blob) = self.open_blob(hash)? else {
+        let Some(blob) = self.open_loose(hash)? else {
             return Ok(None);
         };
         let tmp_path = self
@@ -175,7 +318,7 @@ impl BlobStore {
             out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
             fs::rename(&tmp_path, &path)?;
             tracing::debug!(target: "commons_store::blobs", %hash, "outboard computed");
-            File::open(&path).map(Some)
+            File::open(&path).map(|f| Some(OutboardReader::File(f)))
         })();
         if tmp_path.exists() {
             let _ = fs::remove_file(&tmp_path);
@@ -255,21 +398,71 @@ impl BlobStore {
         self.put_reader(bytes)
     }
 
-    /// Whether the blob is present.
-    pub fn contains(&self, hash: &BlobHash) -> bool {
-        self.path_of(hash).is_file()
+    /// Stores a small blob received whole, if `bytes` hash to `expected` (`false`, and nothing
+    /// stored, if not). Blobs of at most [`MAX_PACKED_BYTES`] are appended to a pack: readable
+    /// at once, **durable once [`BlobStore::sync`] returns**, so a batch of downloads costs one
+    /// fsync. Larger ones, and any blob when this process does not own the store, become a
+    /// loose file, durable on return.
+    pub fn put_small(&self, expected: &BlobHash, bytes: &[u8]) -> io::Result<bool> {
+        if BlobHash::of(bytes) != *expected {
+            return Ok(false);
+        }
+        if self.contains(expected) {
+            return Ok(true);
+        }
+        if bytes.len() as u64 > MAX_PACKED_BYTES || !self.packs.is_owned() {
+            self.put_bytes(bytes)?;
+        } else {
+            self.packs.put(*expected, bytes)?;
+        }
+        Ok(true)
     }
 
-    /// Opens a blob for streaming reads; `None` if absent.
-    pub fn open_blob(&self, hash: &BlobHash) -> io::Result<Option<File>> {
+    /// Makes every blob stored with [`BlobStore::put_small`] so far durable (one fsync, none if
+    /// nothing is pending). Call it before committing records that name those blobs.
+    pub fn sync(&self) -> io::Result<()> {
+        self.packs.sync()
+    }
+
+    /// Whether the blob is present.
+    pub fn contains(&self, hash: &BlobHash) -> bool {
+        matches!(self.packs.find(hash), Ok(Some(_))) || self.path_of(hash).is_file()
+    }
+
+    /// The blob's length; `None` if absent.
+    pub fn len_of(&self, hash: &BlobHash) -> io::Result<Option<u64>> {
+        Ok(self.open_blob(hash)?.map(|b| b.len()))
+    }
+
+    /// Opens a blob for reading; `None` if absent.
+    pub fn open_blob(&self, hash: &BlobHash) -> io::Result<Option<BlobReader>> {
+        if let Some(blob) = self.open_packed(hash)? {
+            return Ok(Some(blob));
+        }
+        self.open_loose(hash)
+    }
+
+    fn open_packed(&self, hash: &BlobHash) -> io::Result<Option<BlobReader>> {
+        let Some(at) = self.packs.find(hash)? else {
+            return Ok(None);
+        };
+        Ok(Some(BlobReader {
+            file: self.packs.file(at.pack)?,
+            start: at.offset,
+            len: u64::from(at.len),
+            pos: 0,
+        }))
+    }
+
+    fn open_loose(&self, hash: &BlobHash) -> io::Result<Option<BlobReader>> {
         match File::open(self.path_of(hash)) {
-            Ok(f) => Ok(Some(f)),
+            Ok(f) => BlobReader::whole(f).map(Some),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// Where a blob's file is (whether or not it exists).
+    /// Where a loose blob's file is (whether or not it exists).
     pub fn path_of(&self, hash: &BlobHash) -> PathBuf {
         let hex = hash.to_hex();
         self.dir.join(&hex[..2]).join(hex)
@@ -419,14 +612,10 @@ mod tests {
             crate::outboard::verify_outboard(&h, content.len() as u64, written.as_slice()).unwrap()
         );
         fs::remove_file(blobs.outboard_path(&h)).unwrap();
-        let mut lazily = Vec::new();
-        blobs
-            .open_outboard(&h)
-            .unwrap()
-            .unwrap()
-            .read_to_end(&mut lazily)
-            .unwrap();
-        assert_eq!(lazily, written);
+        let lazily = blobs.open_outboard(&h).unwrap().unwrap();
+        let mut bytes = vec![0; lazily.len().unwrap() as usize];
+        lazily.read_exact_at(&mut bytes, 0).unwrap();
+        assert_eq!(bytes, written);
         assert!(blobs.open_outboard(&BlobHash([0; 32])).unwrap().is_none());
     }
 

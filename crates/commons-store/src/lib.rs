@@ -10,6 +10,7 @@ pub mod home;
 mod keys;
 pub mod outboard;
 mod overlay;
+pub mod packs;
 mod query;
 mod state;
 
@@ -23,7 +24,7 @@ use std::thread::JoinHandle;
 use commons_core::state::{ForkPoint, LineageState, PatchStatus};
 use commons_core::{BlobHash, Charter, LineageId, Record, RecordId, StateRoot};
 
-pub use blobs::BlobStore;
+pub use blobs::{BlobReader, BlobStore, OutboardReader};
 pub use db::COMMAND_QUEUE;
 pub use keys::SCHEMA_VERSION;
 
