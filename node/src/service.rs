@@ -32,6 +32,10 @@ pub const BLOB_FETCH_ATTEMPTS: u32 = 4;
 /// Blobs downloaded at once by one fetch (each also bounded by the per-peer and per-node request
 /// limits of `blobs.rs`).
 pub const BLOBS_AT_ONCE: usize = 16;
+/// Records a catch-up stores per store commit, in history order (see `Ctx::store_window`).
+pub const CATCH_UP_CHUNK: usize = 2_000;
+/// `GetRecords` requests a catch-up keeps out at once.
+pub const RECORD_REQUESTS_IN_FLIGHT: usize = 4;
 /// Pause before the second round; it doubles each round (0.2 + 0.4 + 0.8 s in all).
 pub const BLOB_RETRY_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 /// Catch-up rounds running at once (each is with one peer for one family).
@@ -454,30 +458,97 @@ impl Ctx {
         // stored now (the store completes it when the parent arrives) instead of chasing the
         // parent, and its parent's parent, one round trip at a time.
         let coming: BTreeSet<RecordId> = session.need.iter().copied().collect();
-        let mut batch: Vec<Record> = Vec::new();
-        let mut batch_bytes = 0usize;
-        for chunk in session.need.chunks(FETCH_BATCH) {
-            match self.net.get_records(peer, chunk.to_vec()).await {
+        let mut window: Vec<Record> = Vec::new();
+        let mut window_bytes = 0usize;
+        // Several requests out at once: the peer reads each batch from its store, and the
+        // answers arrive while the next are being read. `buffered` keeps them in order.
+        let requests: Vec<Vec<RecordId>> = session
+            .need
+            .chunks(FETCH_BATCH)
+            .map(<[RecordId]>::to_vec)
+            .collect();
+        let net = self.net.clone();
+        let mut answers = futures::stream::iter(requests)
+            .map(move |ids| {
+                let net = net.clone();
+                async move { net.get_records(peer, ids).await }
+            })
+            .buffered(RECORD_REQUESTS_IN_FLIGHT);
+        while let Some(answer) = answers.next().await {
+            match answer {
                 Ok(records) => {
-                    batch_bytes += records.iter().map(|r| r.bytes().len()).sum::<usize>();
-                    batch.extend(records);
+                    window_bytes += records.iter().map(|r| r.bytes().len()).sum::<usize>();
+                    window.extend(records);
                 }
                 Err(e) => {
                     tracing::debug!(target: "commons_node::sync", %peer, error = %e, "get_records failed");
                     break;
                 }
             }
-            if batch.len() >= CATCH_UP_BATCH || batch_bytes >= CATCH_UP_BATCH_BYTES {
-                batch_bytes = 0;
-                let records = std::mem::take(&mut batch);
-                self.ingest_expecting(Some(peer), records, report, &coming)
-                    .await;
+            if window.len() >= CATCH_UP_BATCH || window_bytes >= CATCH_UP_BATCH_BYTES {
+                window_bytes = 0;
+                let records = std::mem::take(&mut window);
+                self.store_window(peer, records, report, &coming).await;
             }
         }
-        if !batch.is_empty() {
-            tracing::debug!(target: "commons_node::sync", %peer, records = batch.len(), "records fetched");
-            self.ingest_expecting(Some(peer), batch, report, &coming)
-                .await;
+        if !window.is_empty() {
+            self.store_window(peer, window, report, &coming).await;
+        }
+    }
+
+    /// Stores a window of a catch-up: in history order (charters, then each patch after its
+    /// parents and followed by its validations), in chunks of [`CATCH_UP_CHUNK`] records, the
+    /// blobs of the next chunk downloading while the store commits the one before. Each chunk
+    /// is one store commit that appends to the lineage's log, never one that undoes and
+    /// replays it, and no patch waits for a parent in a later chunk.
+    async fn store_window(
+        &self,
+        peer: PeerId,
+        records: Vec<Record>,
+        report: &mut SyncReport,
+        coming: &BTreeSet<RecordId>,
+    ) {
+        tracing::debug!(target: "commons_node::sync", %peer, records = records.len(), "records fetched");
+        let ordered = history_order(records);
+        let chunks: Vec<Vec<Record>> = ordered
+            .chunks(CATCH_UP_CHUNK)
+            .map(<[Record]>::to_vec)
+            .collect();
+        drop(ordered);
+        let eager = self.blobs.policy == crate::config::BlobPolicy::Eager;
+        let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<Vec<Record>>(1);
+        let mut fetch_report = empty_report();
+        let mut store_report = empty_report();
+        let fetching = async {
+            // Owned here, so that the channel closes when the last chunk is handed over.
+            let ready_tx = ready_tx;
+            for chunk in chunks {
+                if eager {
+                    let blobs = blobs_of(&chunk);
+                    if !blobs.is_empty() {
+                        // One attempt here: a patch whose blobs are still missing retries on
+                        // its own when the chunk is stored.
+                        self.fetch_blobs_with(Some(peer), &blobs, &mut fetch_report, 1)
+                            .await;
+                        tracing::debug!(target: "commons_node::sync", blobs = blobs.len(), "blobs of the chunk fetched");
+                    }
+                }
+                if ready_tx.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let storing = async {
+            while let Some(chunk) = ready_rx.recv().await {
+                self.ingest_expecting(Some(peer), chunk, &mut store_report, coming)
+                    .await;
+            }
+        };
+        tokio::join!(fetching, storing);
+        for r in [fetch_report, store_report] {
+            report.new_records += r.new_records;
+            report.new_blobs += r.new_blobs;
+            report.blob_bytes += r.blob_bytes;
         }
     }
 
@@ -507,13 +578,7 @@ impl Ctx {
         // The blobs of every patch in the batch, fetched together up front (below, each patch
         // then finds its blobs present).
         if self.blobs.policy == crate::config::BlobPolicy::Eager {
-            let blobs: Vec<BlobHash> = records
-                .iter()
-                .filter_map(Record::as_patch)
-                .flat_map(|p| p.changes.iter().filter_map(|c| c.after))
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
+            let blobs = blobs_of(&records);
             if !blobs.is_empty() {
                 // One attempt: a patch whose blobs are still missing retries below on its own.
                 self.fetch_blobs_with(from, &blobs, report, 1).await;
@@ -656,6 +721,9 @@ impl Ctx {
             .filter(|h| !self.store.blobs().contains(h))
             .copied()
             .collect();
+        if missing.is_empty() {
+            return true;
+        }
         let mut pause = BLOB_RETRY_FIRST_PAUSE;
         for attempt in 0..attempts {
             if missing.is_empty() {
@@ -758,5 +826,182 @@ impl Ctx {
                 ),
             )
         }
+    }
+}
+
+fn empty_report() -> SyncReport {
+    SyncReport {
+        peers: 0,
+        new_records: 0,
+        new_blobs: 0,
+        blob_bytes: 0,
+    }
+}
+
+/// The blobs the patches among `records` create, each once.
+fn blobs_of(records: &[Record]) -> Vec<BlobHash> {
+    records
+        .iter()
+        .filter_map(Record::as_patch)
+        .flat_map(|p| p.changes.iter().filter_map(|c| c.after))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// `records` in an order the store can apply without going back: charters (a fork's after
+/// its parent's, by timestamp), then patches each after those of its parents that are among
+/// `records`, each followed by the validations that judge it; validations of other patches
+/// last. Every record of `records` is in the result once.
+fn history_order(records: Vec<Record>) -> Vec<Record> {
+    use std::collections::{BTreeMap, HashMap};
+    let mut charters = Vec::new();
+    let mut patches: BTreeMap<RecordId, Record> = BTreeMap::new();
+    let mut judging: HashMap<RecordId, Vec<Record>> = HashMap::new();
+    for r in records {
+        match r.body() {
+            commons_core::Body::Charter(_) => charters.push(r),
+            commons_core::Body::Patch(_) => {
+                patches.insert(r.id(), r);
+            }
+            commons_core::Body::Validation(v) => judging.entry(v.patch).or_default().push(r),
+        }
+    }
+    charters.sort_by_key(|r| (r.timestamp(), r.id()));
+    // Kahn's algorithm over the parent links inside the set, smallest id first among equals.
+    let mut waiting_on: HashMap<RecordId, usize> = HashMap::new();
+    let mut children: HashMap<RecordId, Vec<RecordId>> = HashMap::new();
+    for (id, r) in &patches {
+        let parents = r
+            .as_patch()
+            .map(|p| p.parents.as_slice())
+            .unwrap_or_default();
+        let inside = parents.iter().filter(|p| patches.contains_key(p)).count();
+        waiting_on.insert(*id, inside);
+        for p in parents.iter().filter(|p| patches.contains_key(p)) {
+            children.entry(*p).or_default().push(*id);
+        }
+    }
+    let mut free: BTreeSet<RecordId> = waiting_on
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(id, _)| *id)
+        .collect();
+    let mut out = Vec::with_capacity(charters.len() + patches.len() + judging.len());
+    out.extend(charters);
+    while let Some(id) = free.pop_first() {
+        for child in children.remove(&id).unwrap_or_default() {
+            if let Some(n) = waiting_on.get_mut(&child) {
+                *n -= 1;
+                if *n == 0 {
+                    free.insert(child);
+                }
+            }
+        }
+        if let Some(r) = patches.remove(&id) {
+            out.push(r);
+        }
+        out.extend(judging.remove(&id).unwrap_or_default());
+    }
+    // Ids are hashes of content that names the parents, so there is no cycle; whatever is
+    // left (it cannot be) still goes in.
+    for (id, r) in patches {
+        out.push(r);
+        out.extend(judging.remove(&id).unwrap_or_default());
+    }
+    let mut rest: Vec<(RecordId, Vec<Record>)> = judging.into_iter().collect();
+    rest.sort_by_key(|(id, _)| *id);
+    out.extend(rest.into_iter().flat_map(|(_, v)| v));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use commons_core::{Body, Change, Charter, Patch, SecretKey, Validation, Verdict};
+
+    #[test]
+    fn history_order_puts_parents_before_children_and_validations_after_their_patch() {
+        let key = SecretKey::from_seed([3; 32]);
+        let charter = Record::sign(
+            &key,
+            1,
+            Body::Charter(Charter {
+                name: "c".into(),
+                summary: String::new(),
+                license: "MIT".into(),
+                maintainers: vec![key.public()],
+                threshold: 1,
+                fork: None,
+            }),
+        )
+        .expect("sign");
+        let lineage = LineageId::from(charter.id());
+        // A chain of patches, a second head on the first, and a validation of each.
+        let mut patches: Vec<Record> = Vec::new();
+        for i in 0..40u64 {
+            let parents = match i {
+                0 => vec![],
+                39 => vec![patches[0].id()],
+                _ => vec![patches[i as usize - 1].id()],
+            };
+            let patch = Patch {
+                lineage,
+                parents,
+                changes: vec![Change {
+                    path: format!("f{i}"),
+                    before: None,
+                    after: Some(BlobHash::of(&i.to_be_bytes())),
+                }],
+                message: format!("p{i}"),
+            };
+            patches.push(Record::sign(&key, 10 + i, Body::Patch(patch)).expect("sign"));
+        }
+        let validate = |patch: RecordId, t: u64| {
+            Record::sign(
+                &key,
+                t,
+                Body::Validation(Validation {
+                    lineage,
+                    patch,
+                    verdict: Verdict::Accept,
+                    note: String::new(),
+                }),
+            )
+            .expect("sign")
+        };
+        let mut all: Vec<Record> = patches
+            .iter()
+            .enumerate()
+            .map(|(i, p)| validate(p.id(), 100 + i as u64))
+            .collect();
+        // One validation of a patch that is not in the set, and the charter.
+        all.push(validate(RecordId([0xee; 32]), 500));
+        all.push(charter.clone());
+        all.extend(patches.iter().cloned());
+        // Arrival in id order, as a catch-up brings them.
+        all.sort_by_key(Record::id);
+        let ordered = history_order(all.clone());
+
+        assert_eq!(ordered.len(), all.len(), "every record once");
+        let at = |id: RecordId| ordered.iter().position(|r| r.id() == id).expect("present");
+        assert_eq!(ordered[0].id(), charter.id(), "charters first");
+        for (i, p) in patches.iter().enumerate() {
+            for parent in &p.as_patch().expect("patch").parents {
+                assert!(at(*parent) < at(p.id()), "patch {i} after its parent");
+            }
+        }
+        for r in &ordered {
+            if let Body::Validation(v) = r.body()
+                && let Some(p) = patches.iter().find(|p| p.id() == v.patch)
+            {
+                assert!(at(p.id()) < at(r.id()), "a validation after its patch");
+            }
+        }
+        let last = ordered.last().expect("not empty");
+        assert!(
+            matches!(last.body(), Body::Validation(v) if !patches.iter().any(|p| p.id() == v.patch)),
+            "the validation of an absent patch goes last"
+        );
     }
 }

@@ -147,6 +147,14 @@ impl Drop for Daemon {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        // `COMMONS_BENCH_LOGS=<dir>` keeps each daemon's log (run with `RUST_LOG` to see the
+        // phases of a run); otherwise it goes with the home.
+        if let Some(dir) = std::env::var_os("COMMONS_BENCH_LOGS") {
+            let to = Path::new(&dir).join(format!("commonsd-{}.log", self.child.id()));
+            if let Err(e) = std::fs::copy(self.home.path().join("commonsd.log"), &to) {
+                eprintln!("cannot keep the log of commonsd {}: {e}", self.child.id());
+            }
+        }
     }
 }
 
