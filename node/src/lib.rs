@@ -117,6 +117,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         reconcile: Arc::new(reconcile::Reconciliation::default()),
         catching_up: Arc::default(),
         disk_usage: Arc::default(),
+        catch_up_chunk: catch_up_chunk(),
     };
     follow_own_commons(&ctx, identity.author.public()).await;
     for l in ctx.follows.list() {
@@ -391,4 +392,15 @@ fn spawn_catch_up(ctx: &Ctx, peer: Option<commons_net::PeerId>) {
         }
         drop(permit);
     });
+}
+
+/// Records per store commit of a catch-up: [`service::CATCH_UP_CHUNK`], or
+/// `COMMONS_TEST_CATCH_UP_CHUNK` (the end-to-end tests set it small, so that their catch-ups of
+/// tens of records run the chunked pipeline of `Ctx::store_window`).
+fn catch_up_chunk() -> usize {
+    std::env::var("COMMONS_TEST_CATCH_UP_CHUNK")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(service::CATCH_UP_CHUNK)
 }

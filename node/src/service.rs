@@ -64,6 +64,8 @@ pub struct Ctx {
     pub catching_up: Arc<std::sync::Mutex<CatchUpRounds>>,
     /// The store's size on disk and when it was measured (see [`DISK_USAGE_MAX_AGE`]).
     pub disk_usage: Arc<tokio::sync::Mutex<Option<(Instant, u64)>>>,
+    /// Records per store commit of a catch-up ([`CATCH_UP_CHUNK`] but in tests).
+    pub catch_up_chunk: usize,
 }
 
 /// A lock per peer and family, held by the catch-up round running for them.
@@ -497,7 +499,7 @@ impl Ctx {
     }
 
     /// Stores a window of a catch-up: in history order (charters, then each patch after its
-    /// parents and followed by its validations), in chunks of [`CATCH_UP_CHUNK`] records, the
+    /// parents and followed by its validations), in chunks of `catch_up_chunk` records, the
     /// blobs of the next chunk downloading while the store commits the one before. Each chunk
     /// is one store commit that appends to the lineage's log, never one that undoes and
     /// replays it, and no patch waits for a parent in a later chunk.
@@ -511,7 +513,7 @@ impl Ctx {
         tracing::debug!(target: "commons_node::sync", %peer, records = records.len(), "records fetched");
         let ordered = history_order(records);
         let chunks: Vec<Vec<Record>> = ordered
-            .chunks(CATCH_UP_CHUNK)
+            .chunks(self.catch_up_chunk)
             .map(<[Record]>::to_vec)
             .collect();
         drop(ordered);

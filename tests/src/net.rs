@@ -67,6 +67,8 @@ impl Daemon {
             .arg(home)
             .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
             .env("COMMONS_TEST_FAST", "1")
+            // Catch-ups of a few dozen records go through several store commits, as large ones do.
+            .env("COMMONS_TEST_CATCH_UP_CHUNK", "8")
             .env_remove("COMMONS_HOME")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
