@@ -289,13 +289,14 @@ async fn answer(ctx: &Ctx, request: SyncRequest) -> SyncResponse {
         tokio::task::spawn_blocking(move || -> Result<SyncResponse, commons_store::StoreError> {
             Ok(match request {
                 SyncRequest::GetRecords { ids } => {
-                    let mut out = Vec::new();
-                    for id in ids {
-                        if let Some(r) = store.get(&id)? {
-                            out.push(r.bytes().to_vec());
-                        }
-                    }
-                    SyncResponse::Records(out)
+                    let found = store.get_many(ids)?;
+                    SyncResponse::Records(
+                        found
+                            .into_iter()
+                            .flatten()
+                            .map(|r| r.bytes().to_vec())
+                            .collect(),
+                    )
                 }
                 SyncRequest::ListIds {
                     family,

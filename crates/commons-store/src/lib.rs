@@ -293,6 +293,12 @@ impl Store {
         self.read(move |ctx| ctx.record(&id))
     }
 
+    /// Several records in one trip to the storage thread, in the order of `ids` (`None` for
+    /// those not stored): what a peer's `GetRecords` reads.
+    pub fn get_many(&self, ids: Vec<RecordId>) -> Result<Vec<Option<Record>>, StoreError> {
+        self.read(move |ctx| ids.iter().map(|id| ctx.record(id)).collect())
+    }
+
     /// Whether a record is present.
     pub fn contains(&self, id: &RecordId) -> Result<bool, StoreError> {
         let id = *id;

@@ -36,6 +36,13 @@ fn put_is_idempotent_and_reports_only_new_ids() {
         Vec::<RecordId>::new()
     );
     assert_eq!(store.get(&p.id()).unwrap(), Some(p.clone()));
+    assert_eq!(
+        store
+            .get_many(vec![p.id(), RecordId([9; 32]), c.id()])
+            .unwrap(),
+        vec![Some(p.clone()), None, Some(c.clone())],
+        "in the order asked, None for what is not stored"
+    );
     assert!(store.contains(&c.id()).unwrap());
     assert!(!store.contains(&RecordId([9; 32])).unwrap());
     let hex = p.id().to_hex();
