@@ -3,8 +3,11 @@
 //!
 //! The responder is stateless: every round arrives with everything it needs, so answering is
 //! one call of [`commons_core::reconcile::Reconciler::receive`] on the family's ids. Building
-//! the set hashes every id once; the cache keeps the last few sets, keyed by family and record
-//! count (a family only grows, so the same count is the same set).
+//! the set reads every record of the family and hashes every id once; the cache keeps the last
+//! few sets, keyed by family and the number of records in the whole store when the set was
+//! built. Records are never removed and the count moves only after a put is committed, so while
+//! it has not moved no family has changed, and a round finds its set without reading the
+//! family again (a session of a large family costs one read, not one per round).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +27,7 @@ pub const ITEMS_CACHE: usize = 8;
 #[derive(Debug, Default)]
 pub struct Reconciliation {
     /// Most recently used first; at most [`ITEMS_CACHE`] entries.
-    cache: Mutex<VecDeque<(LineageId, usize, Arc<SortedItems>)>>,
+    cache: Mutex<VecDeque<(LineageId, u64, Arc<SortedItems>)>>,
     sessions: AtomicU64,
     rounds: AtomicU64,
     bytes: AtomicU64,
@@ -36,8 +39,9 @@ impl Reconciliation {
     /// The record ids of `family` held in the store, as a reconciliation item set. Blocking
     /// (it reads the store): call it under `spawn_blocking`.
     pub fn items(&self, store: &Store, family: LineageId) -> Result<Arc<SortedItems>, StoreError> {
-        let ids = store.family_ids(&family)?;
-        let count = ids.len();
+        // Read before the family: a put committed meanwhile can only make the set newer than
+        // its key says, never older.
+        let count = store.record_count()?;
         {
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(pos) = cache
@@ -50,7 +54,7 @@ impl Reconciliation {
                 return Ok(items);
             }
         }
-        let items = Arc::new(SortedItems::new(ids));
+        let items = Arc::new(SortedItems::new(store.family_ids(&family)?));
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache.retain(|(f, _, _)| *f != family);
         cache.push_front((family, count, items.clone()));
@@ -97,5 +101,65 @@ impl Reconciliation {
             missing: self.missing.load(Ordering::Relaxed),
             served: self.served.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use commons_core::{Body, Charter, Patch, Record, SecretKey};
+
+    #[test]
+    fn the_item_set_is_reused_until_a_record_is_stored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("store")).expect("open");
+        let key = SecretKey::from_seed([5; 32]);
+        let charter = Record::sign(
+            &key,
+            1,
+            Body::Charter(Charter {
+                name: "c".into(),
+                summary: String::new(),
+                license: "MIT".into(),
+                maintainers: vec![key.public()],
+                threshold: 1,
+                fork: None,
+            }),
+        )
+        .expect("sign");
+        let family = LineageId::from(charter.id());
+        store.put(vec![charter]).expect("put");
+        let r = Reconciliation::default();
+
+        let first = r.items(&store, family).expect("items");
+        let again = r.items(&store, family).expect("items");
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "no put in between: the cached set"
+        );
+
+        let patch = Record::sign(
+            &key,
+            2,
+            Body::Patch(Patch {
+                lineage: family,
+                parents: vec![],
+                changes: vec![commons_core::Change {
+                    path: "a".into(),
+                    before: None,
+                    after: Some(commons_core::BlobHash::of(b"a")),
+                }],
+                message: "p".into(),
+            }),
+        )
+        .expect("sign");
+        store.put(vec![patch]).expect("put");
+        let after = r.items(&store, family).expect("items");
+        assert!(!Arc::ptr_eq(&first, &after), "a put makes the set stale");
+        assert_eq!(
+            after.len(),
+            first.len() + 1,
+            "the new record is in the new set"
+        );
     }
 }
