@@ -321,7 +321,7 @@ impl Blobs {
         });
         let mut answers = futures::stream::iter(requests).buffered(SMALL_BATCHES_IN_FLIGHT);
         let mut stored = Vec::new();
-        while let Some((chunk, answer)) = answers.next().await {
+        while let Some((asked, answer)) = answers.next().await {
             let answer = match answer {
                 Ok(a) => a,
                 Err(e) => {
@@ -329,7 +329,6 @@ impl Blobs {
                     break;
                 }
             };
-            let asked = chunk;
             let blobs = store.clone();
             let checked = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
                 let mut good = Vec::new();

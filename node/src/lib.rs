@@ -17,6 +17,8 @@ pub mod control;
 pub mod follows;
 pub mod reconcile;
 pub mod service;
+#[cfg(test)]
+mod testing;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

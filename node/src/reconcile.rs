@@ -107,26 +107,14 @@ impl Reconciliation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use commons_core::{Body, Charter, Patch, Record, SecretKey};
+    use commons_core::{Body, Patch, Record, SecretKey};
 
     #[test]
     fn the_item_set_is_reused_until_a_record_is_stored() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("store")).expect("open");
         let key = SecretKey::from_seed([5; 32]);
-        let charter = Record::sign(
-            &key,
-            1,
-            Body::Charter(Charter {
-                name: "c".into(),
-                summary: String::new(),
-                license: "MIT".into(),
-                maintainers: vec![key.public()],
-                threshold: 1,
-                fork: None,
-            }),
-        )
-        .expect("sign");
+        let charter = crate::testing::charter(&key);
         let family = LineageId::from(charter.id());
         store.put(vec![charter]).expect("put");
         let r = Reconciliation::default();

@@ -511,16 +511,16 @@ impl Ctx {
         coming: &BTreeSet<RecordId>,
     ) {
         tracing::debug!(target: "commons_node::sync", %peer, records = records.len(), "records fetched");
-        let ordered = history_order(records);
-        let chunks: Vec<Vec<Record>> = ordered
-            .chunks(self.catch_up_chunk)
-            .map(<[Record]>::to_vec)
-            .collect();
-        drop(ordered);
+        let mut ordered = history_order(records).into_iter();
+        let chunks: Vec<Vec<Record>> = std::iter::from_fn(|| {
+            let chunk: Vec<Record> = ordered.by_ref().take(self.catch_up_chunk).collect();
+            (!chunk.is_empty()).then_some(chunk)
+        })
+        .collect();
         let eager = self.blobs.policy == crate::config::BlobPolicy::Eager;
         let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<Vec<Record>>(1);
-        let mut fetch_report = empty_report();
-        let mut store_report = empty_report();
+        let mut fetch_report = SyncReport::default();
+        let mut store_report = SyncReport::default();
         let fetching = async {
             // Owned here, so that the channel closes when the last chunk is handed over.
             let ready_tx = ready_tx;
@@ -547,11 +547,8 @@ impl Ctx {
             }
         };
         tokio::join!(fetching, storing);
-        for r in [fetch_report, store_report] {
-            report.new_records += r.new_records;
-            report.new_blobs += r.new_blobs;
-            report.blob_bytes += r.blob_bytes;
-        }
+        report.absorb(fetch_report);
+        report.absorb(store_report);
     }
 
     /// Stores records that arrived from `from`, after fetching what they depend on: missing
@@ -723,9 +720,6 @@ impl Ctx {
             .filter(|h| !self.store.blobs().contains(h))
             .copied()
             .collect();
-        if missing.is_empty() {
-            return true;
-        }
         let mut pause = BLOB_RETRY_FIRST_PAUSE;
         for attempt in 0..attempts {
             if missing.is_empty() {
@@ -791,7 +785,11 @@ impl Ctx {
             missing = still;
         }
         // Small blobs went to a pack: one fsync for all of them, before anything that names
-        // them is committed.
+        // them is committed. Blobs found present may have been packed by another task that
+        // has not synced yet, so the check is for anything pending, not for what came here.
+        if !self.store.blobs().has_unsynced() {
+            return missing.is_empty();
+        }
         let blobs = self.store.blobs().clone();
         let synced = tokio::task::spawn_blocking(move || blobs.sync()).await;
         if let Err(e) = synced.map_err(std::io::Error::other).and_then(|r| r) {
@@ -828,15 +826,6 @@ impl Ctx {
                 ),
             )
         }
-    }
-}
-
-fn empty_report() -> SyncReport {
-    SyncReport {
-        peers: 0,
-        new_records: 0,
-        new_blobs: 0,
-        blob_bytes: 0,
     }
 }
 
@@ -920,24 +909,12 @@ fn history_order(records: Vec<Record>) -> Vec<Record> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use commons_core::{Body, Change, Charter, Patch, SecretKey, Validation, Verdict};
+    use commons_core::{Body, Change, Patch, SecretKey, Validation, Verdict};
 
     #[test]
     fn history_order_puts_parents_before_children_and_validations_after_their_patch() {
         let key = SecretKey::from_seed([3; 32]);
-        let charter = Record::sign(
-            &key,
-            1,
-            Body::Charter(Charter {
-                name: "c".into(),
-                summary: String::new(),
-                license: "MIT".into(),
-                maintainers: vec![key.public()],
-                threshold: 1,
-                fork: None,
-            }),
-        )
-        .expect("sign");
+        let charter = crate::testing::charter(&key);
         let lineage = LineageId::from(charter.id());
         // A chain of patches, a second head on the first, and a validation of each.
         let mut patches: Vec<Record> = Vec::new();

@@ -117,6 +117,10 @@ fn has_blob(p: &Person, hex: &str) -> Option<()> {
     blob_store(p).contains(&hash).then_some(())
 }
 
+fn has_all(p: &Person, hexes: &[String]) -> Option<()> {
+    hexes.iter().all(|h| has_blob(p, h).is_some()).then_some(())
+}
+
 /// The BLAKE3 hash of the blob `p`'s store holds under `hex`, however it is stored.
 fn stored_b3(p: &Person, hex: &str) -> String {
     let hash: BlobHash = hex.parse().expect("hex");
@@ -384,12 +388,7 @@ fn many_small_blobs_come_in_batches_and_a_bad_one_is_refused() {
         .trim()
         .to_owned();
     bob.ok(["follow", &lineage]);
-    wait_for("bob to hold every note", || {
-        hexes
-            .iter()
-            .all(|h| has_blob(&bob, h).is_some())
-            .then_some(())
-    });
+    wait_for("bob to hold every note", || has_all(&bob, &hexes));
     assert!(
         !blob_path(&bob, &hexes[0]).exists(),
         "bob packed them: no file per blob"
@@ -411,12 +410,7 @@ fn many_small_blobs_come_in_batches_and_a_bad_one_is_refused() {
 
     carol.ok(["node", "connect", &b.addr]);
     let _ = carol.run(["sync"]);
-    wait_for("carol to hold every note", || {
-        hexes
-            .iter()
-            .all(|h| has_blob(&carol, h).is_some())
-            .then_some(())
-    });
+    wait_for("carol to hold every note", || has_all(&carol, &hexes));
     for hex in &hexes {
         assert_eq!(&stored_b3(&carol, hex), hex, "carol stored the right bytes");
     }

@@ -244,7 +244,7 @@ pub struct Progress {
 }
 
 /// What a sync brought.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncReport {
     /// Peers asked.
     pub peers: usize,
@@ -254,6 +254,15 @@ pub struct SyncReport {
     pub new_blobs: usize,
     /// Bytes of blobs fetched.
     pub blob_bytes: u64,
+}
+
+impl SyncReport {
+    /// Adds what `other` brought (records, blobs, bytes; the peers asked stay this report's).
+    pub fn absorb(&mut self, other: SyncReport) {
+        self.new_records += other.new_records;
+        self.new_blobs += other.new_blobs;
+        self.blob_bytes += other.blob_bytes;
+    }
 }
 
 /// The daemon's answer.

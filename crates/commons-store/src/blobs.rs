@@ -424,6 +424,12 @@ impl BlobStore {
         self.packs.sync()
     }
 
+    /// Whether [`BlobStore::sync`] has anything to do (no lock, no I/O): a caller on an async
+    /// thread asks this before handing the sync to a blocking thread.
+    pub fn has_unsynced(&self) -> bool {
+        self.packs.has_unsynced()
+    }
+
     /// Whether the blob is present.
     pub fn contains(&self, hash: &BlobHash) -> bool {
         matches!(self.packs.find(hash), Ok(Some(_))) || self.path_of(hash).is_file()

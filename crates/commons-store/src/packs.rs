@@ -28,6 +28,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use commons_core::BlobHash;
@@ -63,6 +64,9 @@ pub struct Packs {
     dir: PathBuf,
     owner: bool,
     inner: Mutex<Inner>,
+    /// Whether blobs were put since the last sync: read without the lock, which a sync holds
+    /// for the whole fsync.
+    pending: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -120,6 +124,7 @@ impl Packs {
             dir: blob_dir.join(PACK_DIR),
             owner,
             inner: Mutex::new(Inner::default()),
+            pending: AtomicBool::new(false),
         }
     }
 
@@ -219,7 +224,14 @@ impl Packs {
         writer.len += entry.len() as u64;
         writer.unsynced.push(idx_line(&hash, &at));
         inner.index.insert(hash, at);
+        self.pending.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Whether blobs were put that [`Packs::sync`] has not made durable yet (a sync under way
+    /// counts as not done). Cheap: no lock, no I/O.
+    pub fn has_unsynced(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
     }
 
     /// Makes every blob put so far durable: one `fdatasync` of the pack, then the index lines
@@ -243,6 +255,8 @@ impl Packs {
         writer.idx.write_all_at(&lines, idx_at)?;
         tracing::debug!(target: "commons_store::packs", pack = writer.pack_no, blobs = writer.unsynced.len(), ms = t0.elapsed().as_secs_f64() * 1e3, "pack synced");
         writer.unsynced.clear();
+        // Under the lock, as every put is: nothing was put between the fsync and here.
+        self.pending.store(false, Ordering::Release);
         Ok(())
     }
 
@@ -493,8 +507,10 @@ mod tests {
     fn concurrent_puts_are_readable_at_once_durable_after_sync_and_found_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let packs = Arc::new(Packs::owned(dir.path()));
+        assert!(!packs.has_unsynced());
         put_all(&packs, 0..400);
         assert_holds(&packs, 0..400);
+        assert!(packs.has_unsynced(), "puts wait for a sync");
         let idx_path = dir.path().join("packs/00000001.idx");
         assert_eq!(
             fs::metadata(&idx_path).unwrap().len(),
@@ -502,6 +518,7 @@ mod tests {
             "no index line before the pack is synced"
         );
         packs.sync().unwrap();
+        assert!(!packs.has_unsynced(), "the sync made them durable");
         assert_eq!(
             fs::metadata(&idx_path).unwrap().len(),
             400 * IDX_ENTRY as u64
