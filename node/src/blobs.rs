@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, anyhow, bail};
 use commons_core::BlobHash;
+use commons_net::bulk::{BlobRange, BlobSource, BulkError, BulkLink, BulkServer};
 use commons_net::wire::{self, MAX_BLOB_CHUNK};
 use commons_net::{BlobChunk, FetchError, NetHandle, PeerId, SmallBlob, SyncResponse};
 use commons_rpc::BlobStats;
@@ -68,6 +69,9 @@ pub const MAX_REQUESTS_IN_FLIGHT: usize = 16;
 pub const MAX_PEERS_PER_BLOB: usize = 8;
 /// Peers whose received bytes are counted in [`BlobStats::by_peer`].
 pub const MAX_TRACKED_PEERS: usize = 256;
+/// After a bulk connection to a peer could not be opened or failed, how long ranges from that
+/// peer go over libp2p before a bulk connection is tried again.
+pub const BULK_RETRY: std::time::Duration = std::time::Duration::from_secs(300);
 /// Extension of an outboard being downloaded (not yet verified).
 const OUTBOARD_PART_EXT: &str = "obao.part";
 
@@ -81,6 +85,19 @@ pub struct Blobs {
     /// Entries are removed when nobody holds or waits for them; at most one per running task.
     locks: Mutex<HashMap<BlobHash, Arc<tokio::sync::Mutex<()>>>>,
     stats: Mutex<Stats>,
+    /// Whether ranges are fetched over bulk connections when the peer offers them.
+    use_bulk: bool,
+    /// The bulk port this node serves, if any.
+    server: Option<Arc<BulkServer>>,
+    /// Bulk links to peers: open, or off until a time.
+    links: Mutex<HashMap<PeerId, LinkState>>,
+}
+
+/// Whether ranges from a peer go over a bulk link.
+#[derive(Debug)]
+enum LinkState {
+    Up(BulkLink),
+    Off(std::time::Instant),
 }
 
 #[derive(Debug, Default)]
@@ -89,6 +106,7 @@ struct Stats {
     received: u64,
     resumed: u64,
     bad_groups: u64,
+    bulk: u64,
     by_peer: BTreeMap<PeerId, u64>,
     /// Downloads in progress: (bytes verified, total bytes).
     active: HashMap<BlobHash, (u64, u64)>,
@@ -146,14 +164,68 @@ impl Bits {
 }
 
 impl Blobs {
-    /// Downloads under `policy`.
-    pub fn new(policy: BlobPolicy) -> Blobs {
+    /// Downloads under `policy`, over bulk links when `use_bulk` and the peer offers them;
+    /// `server` is this node's own bulk port, if it serves one.
+    pub fn new(policy: BlobPolicy, use_bulk: bool, server: Option<Arc<BulkServer>>) -> Blobs {
         Blobs {
             policy,
             requests: Arc::new(Semaphore::new(MAX_REQUESTS_IN_FLIGHT)),
             locks: Mutex::new(HashMap::new()),
             stats: Mutex::new(Stats::default()),
+            use_bulk,
+            server,
+            links: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Answers a peer's `OpenBulk`: a ticket to this node's bulk port, or `NotFound` when it
+    /// serves none (or has too many tickets out).
+    pub fn bulk_ticket(&self, peer: PeerId) -> SyncResponse {
+        match &self.server {
+            Some(server) => match server.issue(peer) {
+                Some(token) => SyncResponse::BulkTicket {
+                    port: server.port(),
+                    token,
+                },
+                None => SyncResponse::NotFound,
+            },
+            None => SyncResponse::NotFound,
+        }
+    }
+
+    fn links(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, LinkState>> {
+        self.links.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The bulk link to `peer`: the open one, a new one, or `None` (bulk transfers off here,
+    /// refused or failed recently: libp2p then).
+    async fn link(&self, net: &NetHandle, peer: PeerId) -> Option<BulkLink> {
+        if !self.use_bulk {
+            return None;
+        }
+        match self.links().get(&peer) {
+            Some(LinkState::Up(link)) if !link.is_closed() => return Some(link.clone()),
+            Some(LinkState::Off(since)) if since.elapsed() < BULK_RETRY => return None,
+            _ => {}
+        }
+        match net.bulk_link(peer).await {
+            Ok(link) => {
+                tracing::debug!(target: "commons_node::blobs", %peer, "bulk link open");
+                self.links().insert(peer, LinkState::Up(link.clone()));
+                Some(link)
+            }
+            Err(e) => {
+                tracing::debug!(target: "commons_node::blobs", %peer, error = %e, "no bulk link; ranges go over libp2p");
+                self.bulk_off(peer);
+                None
+            }
+        }
+    }
+
+    /// Stops using bulk transfers with `peer` for [`BULK_RETRY`].
+    fn bulk_off(&self, peer: PeerId) {
+        self.links()
+            .insert(peer, LinkState::Off(std::time::Instant::now()));
     }
 
     fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {
@@ -171,6 +243,7 @@ impl Blobs {
             bad_groups: s.bad_groups,
             by_peer: s.by_peer.iter().map(|(p, b)| (p.to_string(), *b)).collect(),
             active: s.active.len() as u64,
+            bulk_bytes: s.bulk,
         }
     }
 
@@ -186,9 +259,12 @@ impl Blobs {
         }
     }
 
-    fn received(&self, hash: &BlobHash, peer: PeerId, bytes: u64) {
+    fn received(&self, hash: &BlobHash, peer: PeerId, bytes: u64, bulk: bool) {
         let mut s = self.stats();
         s.received += bytes;
+        if bulk {
+            s.bulk += bytes;
+        }
         if let Some((done, _)) = s.active.get_mut(hash) {
             *done += bytes;
         }
@@ -360,7 +436,7 @@ impl Blobs {
                 s.completed += good.len() as u64;
             }
             for (hash, len) in &good {
-                self.received(hash, peer, *len);
+                self.received(hash, peer, *len, false);
             }
             stored.extend(good);
             if let Some(hash) = bad {
@@ -415,7 +491,7 @@ impl Blobs {
                 tracing::debug!(target: "commons_node::blobs", %peer, blob = %hash, "{reason}");
                 continue;
             }
-            self.received(&hash, *peer, len);
+            self.received(&hash, *peer, len, false);
             self.stats().completed += 1;
             tracing::debug!(target: "commons_node::blobs", blob = %hash, len, "small blob downloaded and verified");
             return Ok(Some(Fetched {
@@ -512,11 +588,11 @@ impl Blobs {
                 bail!("blob {} is not empty", job.hash)
             };
         }
-        let mut active: Vec<(PeerId, usize)> = peers
-            .iter()
-            .take(MAX_PEERS_PER_BLOB)
-            .map(|p| (*p, 0))
-            .collect();
+        // Each peer with its requests in flight and its bulk link, if it has one.
+        let mut active: Vec<(PeerId, usize, Option<BulkLink>)> = Vec::new();
+        for peer in peers.iter().take(MAX_PEERS_PER_BLOB) {
+            active.push((*peer, 0, self.link(net, *peer).await));
+        }
         // Answers are verified and written on blocking threads while the next requests are
         // already out: a peer's slot is freed when its answer arrives, the node-wide permit
         // (which bounds the memory held) when the answer is written.
@@ -528,7 +604,7 @@ impl Blobs {
             let mut gave = true;
             while gave && !queue.is_empty() {
                 gave = false;
-                for (peer, n) in active.iter_mut() {
+                for (peer, n, link) in active.iter_mut() {
                     if *n >= PER_PEER_IN_FLIGHT {
                         continue;
                     }
@@ -539,6 +615,7 @@ impl Blobs {
                     gave = true;
                     in_flight.push(request(
                         net.clone(),
+                        link.clone(),
                         self.requests.clone(),
                         *peer,
                         job.hash,
@@ -554,14 +631,25 @@ impl Blobs {
             };
             match step {
                 Step::Answer((peer, range, answer, permit)) => {
-                    if let Some(slot) = active.iter_mut().find(|(p, _)| *p == peer) {
+                    if let Some(slot) = active.iter_mut().find(|(p, ..)| *p == peer) {
                         slot.1 -= 1;
                     }
+                    let bulk = matches!(answer, Ok((_, true)) | Err(RangeError::Bulk(_)));
                     let chunk = match answer {
-                        Ok(c) => c,
+                        Ok((c, _)) => c,
+                        Err(RangeError::Bulk(e)) if !matches!(e, BulkError::NotFound) => {
+                            // The link failed, not the peer: its ranges go over libp2p.
+                            tracing::debug!(target: "commons_node::blobs", %peer, blob = %job.hash, error = %e, "bulk link failed; the peer's ranges go over libp2p");
+                            self.bulk_off(peer);
+                            if let Some(slot) = active.iter_mut().find(|(p, ..)| *p == peer) {
+                                slot.2 = None;
+                            }
+                            queue.push_back(range);
+                            continue;
+                        }
                         Err(e) => {
                             tracing::debug!(target: "commons_node::blobs", %peer, blob = %job.hash, error = %e, "range request failed; peer dropped");
-                            active.retain(|(p, _)| *p != peer);
+                            active.retain(|(p, ..)| *p != peer);
                             queue.push_back(range);
                             continue;
                         }
@@ -574,27 +662,37 @@ impl Blobs {
                         drop(permit);
                         result
                     });
-                    checking.push(async move { (peer, range, check.await) });
+                    checking.push(async move { (peer, range, bulk, check.await) });
                 }
-                Step::Checked((peer, range, result)) => {
+                Step::Checked((peer, range, bulk, result)) => {
                     let (good, good_bytes) = result??;
                     for g in range.0..range.0 + good {
                         job.present.set(g);
                     }
                     received += good_bytes;
-                    self.received(&job.hash, peer, good_bytes);
+                    self.received(&job.hash, peer, good_bytes, bulk);
                     if good < range.1 {
                         let bad = range.0 + good;
                         self.stats().bad_groups += 1;
+                        queue.push_back((bad, range.1 - good));
+                        if bulk {
+                            // Not a strike: anyone on the path of a plain TCP connection could
+                            // have changed the bytes. What the peer sends over libp2p is judged.
+                            tracing::warn!(target: "commons_node::blobs", %peer, blob = %job.hash, group = bad, offset = bad * GROUP_BYTES, "chunk group from a bulk link failed verification; the peer's ranges go over libp2p");
+                            self.bulk_off(peer);
+                            if let Some(slot) = active.iter_mut().find(|(p, ..)| *p == peer) {
+                                slot.2 = None;
+                            }
+                            continue;
+                        }
                         tracing::warn!(target: "commons_node::blobs", %peer, blob = %job.hash, group = bad, offset = bad * GROUP_BYTES, "chunk group failed verification; peer dropped");
                         // A peer already dropped (an earlier bad answer) got its strike then.
-                        if active.iter().any(|(p, _)| *p == peer) {
+                        if active.iter().any(|(p, ..)| *p == peer) {
                             let _ = net
                                 .report_bad_peer(peer, "served blob bytes that fail verification")
                                 .await;
                         }
-                        active.retain(|(p, _)| *p != peer);
-                        queue.push_back((bad, range.1 - good));
+                        active.retain(|(p, ..)| *p != peer);
                     }
                 }
             }
@@ -611,20 +709,30 @@ impl Blobs {
     }
 }
 
-/// An answer to a data request: who, which range, what came, and the node-wide permit it holds
-/// until it is written.
+/// An answer to a data request: who, which range, what came (and whether over a bulk link),
+/// and the node-wide permit it holds until it is written.
 type Answer = (
     PeerId,
     (u64, u64),
-    Result<BlobChunk, FetchError>,
+    Result<(BlobChunk, bool), RangeError>,
     Option<OwnedSemaphorePermit>,
 );
 
-/// An answer verified and its good groups written: who, which range, and (good groups, their
-/// bytes) or why the check could not run.
+/// Why a data request failed: over libp2p, or over a bulk link.
+#[derive(Debug, thiserror::Error)]
+enum RangeError {
+    #[error(transparent)]
+    Net(#[from] FetchError),
+    #[error(transparent)]
+    Bulk(#[from] BulkError),
+}
+
+/// An answer verified and its good groups written: who, which range, whether it came over a
+/// bulk link, and (good groups, their bytes) or why the check could not run.
 type Checked = (
     PeerId,
     (u64, u64),
+    bool,
     Result<anyhow::Result<(u64, u64)>, JoinError>,
 );
 
@@ -636,10 +744,12 @@ enum Step {
     Checked(Checked),
 }
 
-/// One data request, waiting for a permit of the node-wide allowance first. The permit comes
-/// back with the answer: the caller keeps it until the answer is written.
+/// One data request (over `link` if there is one, else libp2p), waiting for a permit of the
+/// node-wide allowance first. The permit comes back with the answer: the caller keeps it until
+/// the answer is written.
 async fn request(
     net: NetHandle,
+    link: Option<BulkLink>,
     permits: Arc<Semaphore>,
     peer: PeerId,
     hash: BlobHash,
@@ -647,12 +757,23 @@ async fn request(
     range: (u64, u64),
 ) -> Answer {
     let Ok(permit) = permits.acquire_owned().await else {
-        return (peer, range, Err(FetchError::Closed), None);
+        return (peer, range, Err(FetchError::Closed.into()), None);
     };
     let (offset, _) = group_span(len, range.0);
     let (last, last_len) = group_span(len, range.0 + range.1 - 1);
     let n = (last + last_len - offset).min(u64::from(MAX_BLOB_CHUNK)) as u32;
-    let answer = net.get_blob_chunk(peer, hash, offset, n).await;
+    let answer = match link {
+        Some(link) => link
+            .get(hash, offset, n)
+            .await
+            .map(|c| (c, true))
+            .map_err(RangeError::from),
+        None => net
+            .get_blob_chunk(peer, hash, offset, n)
+            .await
+            .map(|c| (c, false))
+            .map_err(RangeError::from),
+    };
     (peer, range, answer, Some(permit))
 }
 
@@ -812,4 +933,20 @@ pub fn read_outboard(store: &Store, hash: BlobHash, offset: u64, len: u32) -> Sy
         return SyncResponse::NotFound;
     }
     SyncResponse::Outboard { total_len, bytes }
+}
+
+/// Serves the bulk port from the blob store (`commons_net::bulk`).
+#[derive(Debug)]
+pub struct StoreSource(pub BlobStore);
+
+impl BlobSource for StoreSource {
+    fn open(&self, hash: &BlobHash) -> Option<BlobRange> {
+        let blob = self.0.open_blob(hash).ok()??;
+        let (file, start) = blob.file_range();
+        Some(BlobRange {
+            file,
+            start,
+            len: blob.len(),
+        })
+    }
 }

@@ -29,6 +29,11 @@ struct Args {
     /// given with `commons node connect` (a fixed topology).
     #[arg(long)]
     no_kademlia: bool,
+    /// Neither serve nor use bulk blob transfers: every byte of every blob then travels inside
+    /// libp2p's encrypted connections (slower for large blobs). Same as `bulk = false` in
+    /// config.toml.
+    #[arg(long)]
+    no_bulk: bool,
 }
 
 /// Parses `argv` and runs the daemon; what `commonsd`'s `main` does.
@@ -65,6 +70,7 @@ where
             bootstrap: args.bootstrap,
             no_mdns: args.no_mdns,
             no_kademlia: args.no_kademlia,
+            no_bulk: args.no_bulk,
         },
     };
     match runtime.block_on(crate::run(opts)) {

@@ -7,6 +7,8 @@
 //! kademlia = true
 //! sync_interval_secs = 30
 //! blobs = "eager"   # or "lazy": fetch a patch's files only when a checkout needs them
+//! bulk = true       # large blobs over a plain TCP connection (checked, not encrypted)
+//! bulk_port = 0     # the bulk port (0: chosen by the OS)
 //! ```
 
 use std::path::Path;
@@ -31,6 +33,8 @@ struct FileConfig {
     kademlia: Option<bool>,
     sync_interval_secs: Option<u64>,
     blobs: Option<BlobPolicy>,
+    bulk: Option<bool>,
+    bulk_port: Option<u16>,
 }
 
 /// When the blobs (file contents) of patches are fetched from peers.
@@ -59,6 +63,12 @@ pub struct Config {
     pub sync_interval: Duration,
     /// When blobs are fetched.
     pub blobs: BlobPolicy,
+    /// Whether large blobs are served and fetched over bulk connections
+    /// (`commons_net::bulk`: plain TCP, every byte checked against the blob's hash, nothing
+    /// encrypted); false keeps every byte inside libp2p's encrypted connections.
+    pub bulk: bool,
+    /// The bulk port (0: chosen by the OS), on the IP address of the first listen address.
+    pub bulk_port: u16,
 }
 
 /// Flags that override the file.
@@ -72,6 +82,8 @@ pub struct Overrides {
     pub no_mdns: bool,
     /// `--no-kademlia`.
     pub no_kademlia: bool,
+    /// `--no-bulk`.
+    pub no_bulk: bool,
 }
 
 impl Config {
@@ -104,6 +116,8 @@ impl Config {
             kademlia: file.kademlia.unwrap_or(true) && !flags.no_kademlia,
             sync_interval,
             blobs: file.blobs.unwrap_or_default(),
+            bulk: file.bulk.unwrap_or(true) && !flags.no_bulk,
+            bulk_port: file.bulk_port.unwrap_or(0),
         })
     }
 }
@@ -125,9 +139,18 @@ mod tests {
         assert!(c.mdns);
         assert_eq!(c.sync_interval, Duration::from_secs(5));
         assert_eq!(c.blobs, BlobPolicy::Eager);
+        assert!(c.bulk);
         std::fs::write(dir.path().join(CONFIG_FILE), "blobs = \"lazy\"\n").unwrap();
         let lazy = Config::load(dir.path(), &Overrides::default()).unwrap();
         assert_eq!(lazy.blobs, BlobPolicy::Lazy);
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "bulk = false\nbulk_port = 4002\n",
+        )
+        .unwrap();
+        let plain = Config::load(dir.path(), &Overrides::default()).unwrap();
+        assert!(!plain.bulk);
+        assert_eq!(plain.bulk_port, 4002);
         std::fs::write(dir.path().join(CONFIG_FILE), "blobs = \"sometimes\"\n").unwrap();
         assert!(Config::load(dir.path(), &Overrides::default()).is_err());
         std::fs::write(
@@ -140,12 +163,14 @@ mod tests {
             bootstrap: vec!["/ip4/5.6.7.8/tcp/2".into()],
             no_mdns: true,
             no_kademlia: true,
+            no_bulk: true,
         };
         let c = Config::load(dir.path(), &flags).unwrap();
         assert_eq!(c.listen, vec!["/ip4/127.0.0.1/tcp/0"]);
         assert_eq!(c.bootstrap.len(), 2);
         assert!(!c.mdns);
         assert!(!c.kademlia);
+        assert!(!c.bulk);
     }
 
     #[test]

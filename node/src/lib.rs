@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use commons_core::Record;
+use commons_net::bulk::BulkServer;
 use commons_net::{NetConfig, NetEvent, PeerId, SyncRequest, SyncResponse};
 use commons_store::home::Home;
 use commons_store::{OpenError, Store};
@@ -99,6 +100,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             net_config.heartbeat_initial_delay = std::time::Duration::from_millis(100);
         }
     }
+    let bulk = match config.bulk {
+        true => Some(bind_bulk(&net_config.listen, config.bulk_port).await?),
+        false => None,
+    };
     let (net, mut events, net_task) = commons_net::spawn(net_config)?;
     let status = net.status().await?;
     println!("commonsd {}", env!("CARGO_PKG_VERSION"));
@@ -107,6 +112,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     println!("node key: {}", identity.node.public());
     println!("author: {}", identity.author.public());
     println!("control socket: {}", socket.display());
+    let bulk_server = match bulk {
+        Some((server, listener)) => {
+            println!("bulk blob port: {}", server.port());
+            let source = Arc::new(blobs::StoreSource(store.blobs().clone()));
+            tokio::spawn(server.clone().run(listener, source, net.clone()));
+            Some(server)
+        }
+        None => None,
+    };
 
     let ctx = Ctx {
         store: store.clone(),
@@ -115,7 +129,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         home: home.root().to_owned(),
         node_key: identity.node.public(),
         catchups: Arc::new(Semaphore::new(service::MAX_CATCHUPS)),
-        blobs: Arc::new(blobs::Blobs::new(config.blobs)),
+        blobs: Arc::new(blobs::Blobs::new(config.blobs, config.bulk, bulk_server)),
         reconcile: Arc::new(reconcile::Reconciliation::default()),
         catching_up: Arc::default(),
         disk_usage: Arc::default(),
@@ -190,6 +204,21 @@ fn peer_id_str(status: &commons_net::NetStatus) -> String {
     status.peer_id.to_string()
 }
 
+/// Binds the bulk blob port on the IP address of the first listen address that has one.
+async fn bind_bulk(
+    listen: &[commons_net::Multiaddr],
+    port: u16,
+) -> anyhow::Result<(Arc<BulkServer>, tokio::net::TcpListener)> {
+    let ip = listen
+        .iter()
+        .find_map(commons_net::bulk::ip_of)
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let addr = std::net::SocketAddr::new(ip, port);
+    BulkServer::bind(addr).await.with_context(|| {
+        format!("cannot listen for bulk blob transfers on {addr}; choose another bulk_port in config.toml, or turn them off with --no-bulk")
+    })
+}
+
 fn parse_addrs(list: &[String], what: &str) -> anyhow::Result<Vec<commons_net::Multiaddr>> {
     list.iter()
         .map(|a| {
@@ -242,7 +271,7 @@ async fn on_event(
             };
             let ctx = ctx.clone();
             tokio::spawn(async move {
-                let response = answer(&ctx, request).await;
+                let response = answer(&ctx, peer, request).await;
                 tracing::trace!(target: "commons_node::serve", %peer, "answered");
                 reply.respond(response);
                 drop(permit);
@@ -284,7 +313,10 @@ async fn ingest_gossip(ctx: Ctx, mut rx: mpsc::Receiver<(PeerId, Record)>) {
 }
 
 /// Answers a peer's sync request from the store.
-async fn answer(ctx: &Ctx, request: SyncRequest) -> SyncResponse {
+async fn answer(ctx: &Ctx, peer: PeerId, request: SyncRequest) -> SyncResponse {
+    if let SyncRequest::OpenBulk = request {
+        return ctx.blobs.bulk_ticket(peer);
+    }
     let store = ctx.store.clone();
     let reconcile = ctx.reconcile.clone();
     let result =
@@ -324,6 +356,7 @@ async fn answer(ctx: &Ctx, request: SyncRequest) -> SyncResponse {
                 SyncRequest::Reconcile {
                     family, message, ..
                 } => reconcile.answer(&store, family, &message),
+                SyncRequest::OpenBulk => SyncResponse::NotFound,
             })
         })
         .await;

@@ -179,8 +179,9 @@ fn corrupt(p: &Person, hex: &str, offsets: impl IntoIterator<Item = u64>, n: usi
 /// Flags of every daemon of these tests.
 const FIXED: [&str; 1] = ["--no-kademlia"];
 
-/// A seeder whose blob file was altered on disk serves bad bytes: the receiver refuses them in
-/// the first bad chunk group, strikes the seeder, and gets the blob from the honest one.
+/// A seeder whose blob file was altered on disk serves bad bytes over libp2p (bulk transfers
+/// off): the receiver refuses them in the first bad chunk group, strikes the seeder, and gets
+/// the blob from the honest one.
 #[test]
 fn a_corrupt_seeder_is_caught_and_an_honest_one_serves_the_blob() {
     const LEN: usize = 4 << 20;
@@ -197,7 +198,12 @@ fn a_corrupt_seeder_is_caught_and_an_honest_one_serves_the_blob() {
     let every_mib = (0..(LEN >> 20) as u64).map(|mib| (mib << 20) + 300_000);
     corrupt(&alice, &hex, every_mib, 64);
 
-    let _c = Daemon::start_with(&daemon_bin!(), &carol.home, &[&a.addr, &b.addr], &FIXED);
+    let _c = Daemon::start_with(
+        &daemon_bin!(),
+        &carol.home,
+        &[&a.addr, &b.addr],
+        &["--no-kademlia", "--no-bulk"],
+    );
     connected(&carol, 2);
     carol.ok(["follow", &lineage]);
     wait_for("carol to hold the blob", || has_blob(&carol, &hex));
@@ -207,12 +213,52 @@ fn a_corrupt_seeder_is_caught_and_an_honest_one_serves_the_blob() {
         "the partial download was moved into the store"
     );
     assert!(blob_stat(&carol, "bad_groups") >= 1, "a bad group was seen");
+    assert_eq!(
+        blob_stat(&carol, "bulk_bytes"),
+        0,
+        "--no-bulk: all over libp2p"
+    );
     // Alice was struck (or banned) for it; bob served the blob.
     assert!(strikes(&carol, &a.peer_id) >= 1, "alice was penalised");
     assert!(received_from(&carol, &b.peer_id) > 0, "bob served ranges");
     // Alice served nothing that failed: what carol kept from her is whole verified groups
     // before the first bad one, at most one range's worth before she was dropped.
     assert!(received_from(&carol, &a.peer_id) < LEN as u64);
+    drop(b);
+}
+
+/// The same corrupt seeder over bulk connections (the default): the bad groups are refused
+/// just the same, the right bytes are stored, and most of the blob came over the plain TCP
+/// links. Alice gets no strike for bytes that travelled unauthenticated; her ranges go over
+/// libp2p from then on.
+#[test]
+fn bad_bytes_over_a_bulk_link_are_refused_and_the_blob_completes() {
+    const LEN: usize = 4 << 20;
+    let scene = Scene::new(bin!());
+    let (alice, bob, carol) = (
+        scene.person("alice"),
+        scene.person("bob"),
+        scene.person("carol"),
+    );
+    let (a, b, lineage, hex) = alice_and_bob_seed(&scene, &alice, &bob, "bulk", LEN);
+    assert!(
+        blob_stat(&bob, "bulk_bytes") > 0,
+        "bob fetched over a bulk link"
+    );
+    let every_mib = (0..(LEN >> 20) as u64).map(|mib| (mib << 20) + 300_000);
+    corrupt(&alice, &hex, every_mib, 64);
+
+    let _c = Daemon::start_with(&daemon_bin!(), &carol.home, &[&a.addr, &b.addr], &FIXED);
+    connected(&carol, 2);
+    carol.ok(["follow", &lineage]);
+    wait_for("carol to hold the blob", || has_blob(&carol, &hex));
+    assert_eq!(stored_b3(&carol, &hex), hex, "carol stored the right bytes");
+    assert!(blob_stat(&carol, "bad_groups") >= 1, "a bad group was seen");
+    assert!(
+        blob_stat(&carol, "bulk_bytes") > 0,
+        "ranges came over bulk links"
+    );
+    assert!(received_from(&carol, &b.peer_id) > 0, "bob served ranges");
     drop(b);
 }
 

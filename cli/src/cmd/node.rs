@@ -134,9 +134,10 @@ pub fn status(ctx: &Ctx) -> Result<()> {
         let b = &s.blobs;
         if b.completed + b.active + b.bad_groups > 0 {
             t.push_str(&format!(
-                "blobs      {} fetched ({} received, {} resumed), {} in progress, {} bad chunk groups refused\n",
+                "blobs      {} fetched ({} received, {} of them over bulk connections, {} resumed), {} in progress, {} bad chunk groups refused\n",
                 b.completed,
                 human_bytes(b.received_bytes),
+                human_bytes(b.bulk_bytes),
                 human_bytes(b.resumed_bytes),
                 b.active,
                 b.bad_groups

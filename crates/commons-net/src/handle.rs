@@ -633,6 +633,15 @@ impl NetHandle {
         Ok(blobs)
     }
 
+    /// Asks `peer` for a ticket to its bulk port (`crate::bulk`): (port, token).
+    /// `FetchError::NotFound` if it does not serve bulk transfers.
+    pub async fn open_bulk(&self, peer: PeerId) -> Result<(u16, [u8; 32]), FetchError> {
+        match self.request(peer, SyncRequest::OpenBulk).await? {
+            SyncResponse::BulkTicket { port, token } => Ok((port, token)),
+            _ => self.bad_response(peer, BadResponse::WrongKind).await,
+        }
+    }
+
     /// Fetches `len` (1 to 1 MiB) bytes of a blob's outboard from `offset`, with the blob's
     /// length. Nothing is verified here: the caller knows the outboard's layout, checks the
     /// lengths against the blob's and the whole outboard against the blob's hash.

@@ -16,6 +16,7 @@
 //! [`reconcile`] (a set-reconciliation session with a peer).
 
 pub mod behaviour;
+pub mod bulk;
 pub mod config;
 pub mod gossip;
 pub mod handle;

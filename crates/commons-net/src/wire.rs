@@ -115,6 +115,10 @@ pub enum SyncRequest {
         /// The blobs wanted.
         hashes: Vec<BlobHash>,
     },
+    /// A ticket for the responder's bulk blob port (`crate::bulk`): blob ranges over a plain TCP
+    /// connection, checked by the asker against the blob's outboard. Answered with `BulkTicket`,
+    /// or `NotFound` when the responder does not serve bulk transfers.
+    OpenBulk,
 }
 
 /// A sync response.
@@ -153,6 +157,14 @@ pub enum SyncResponse {
     /// Answer to `GetSmallBlobs`: one entry per hash asked, in order; possibly fewer (the first
     /// ones) to stay under the response cap.
     SmallBlobs(Vec<SmallBlob>),
+    /// Answer to `OpenBulk`: connect to this TCP port at the address of the libp2p connection
+    /// and present the token (single use, valid for `crate::bulk::TICKET_TTL`).
+    BulkTicket {
+        /// The bulk port.
+        port: u16,
+        /// The token that opens one bulk connection.
+        token: [u8; 32],
+    },
 }
 
 /// Why a sync message breaks the protocol's limits.

@@ -219,12 +219,17 @@ pub struct BlobStats {
     pub received_bytes: u64,
     /// Bytes found already verified in partial downloads when they were resumed.
     pub resumed_bytes: u64,
-    /// Chunk groups that failed verification (each cost its sender a strike).
+    /// Chunk groups that failed verification (each cost its sender a strike when it came over
+    /// libp2p; over a bulk connection it ends bulk transfers with that peer instead).
     pub bad_groups: u64,
     /// Verified bytes received per peer (peer id, bytes), for the peers seen first.
     pub by_peer: Vec<(String, u64)>,
     /// Downloads in progress.
     pub active: u64,
+    /// Of `received_bytes`, those that came over bulk connections (plain TCP) rather than
+    /// libp2p.
+    #[serde(default)]
+    pub bulk_bytes: u64,
 }
 
 /// How far long work has got, sent before the final answer when the client asked for it

@@ -80,6 +80,12 @@ impl BlobReader {
         self.len == 0
     }
 
+    /// The file holding the blob and where the blob starts in it (a loose file: 0; a packed
+    /// blob: its offset in the pack), for zero-copy sending (`sendfile`).
+    pub fn file_range(&self) -> (Arc<File>, u64) {
+        (self.file.clone(), self.start)
+    }
+
     /// Fills `buf` from `offset` in the blob; an error if that runs past its end.
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         if offset.saturating_add(buf.len() as u64) > self.len {
