@@ -314,11 +314,9 @@ async fn ingest_gossip(ctx: Ctx, mut rx: mpsc::Receiver<(PeerId, Record)>) {
 
 /// Answers a peer's sync request from the store.
 async fn answer(ctx: &Ctx, peer: PeerId, request: SyncRequest) -> SyncResponse {
-    if let SyncRequest::OpenBulk = request {
-        return ctx.blobs.bulk_ticket(peer);
-    }
     let store = ctx.store.clone();
     let reconcile = ctx.reconcile.clone();
+    let blobs = ctx.blobs.clone();
     let result =
         tokio::task::spawn_blocking(move || -> Result<SyncResponse, commons_store::StoreError> {
             Ok(match request {
@@ -356,7 +354,7 @@ async fn answer(ctx: &Ctx, peer: PeerId, request: SyncRequest) -> SyncResponse {
                 SyncRequest::Reconcile {
                     family, message, ..
                 } => reconcile.answer(&store, family, &message),
-                SyncRequest::OpenBulk => SyncResponse::NotFound,
+                SyncRequest::OpenBulk => blobs.bulk_ticket(peer),
             })
         })
         .await;

@@ -179,11 +179,15 @@ fn corrupt(p: &Person, hex: &str, offsets: impl IntoIterator<Item = u64>, n: usi
 /// Flags of every daemon of these tests.
 const FIXED: [&str; 1] = ["--no-kademlia"];
 
-/// A seeder whose blob file was altered on disk serves bad bytes over libp2p (bulk transfers
-/// off): the receiver refuses them in the first bad chunk group, strikes the seeder, and gets
-/// the blob from the honest one.
-#[test]
-fn a_corrupt_seeder_is_caught_and_an_honest_one_serves_the_blob() {
+/// Alice and bob seed a 4 MiB blob; alice's copy is then altered on disk (a few bytes in every
+/// MiB, so whichever ranges carol asks alice for are bad); carol, started with `carol_flags`
+/// and connected to both, follows the commons until she holds the blob, checked against its
+/// hash. `check` then looks at carol's node (carol, bob, alice's daemon, bob's daemon).
+fn carol_fetches_from_a_corrupt_seeder(
+    name: &str,
+    carol_flags: &[&str],
+    check: impl FnOnce(&Person, &Person, &Daemon, &Daemon),
+) {
     const LEN: usize = 4 << 20;
     let scene = Scene::new(bin!());
     let (alice, bob, carol) = (
@@ -191,10 +195,7 @@ fn a_corrupt_seeder_is_caught_and_an_honest_one_serves_the_blob() {
         scene.person("bob"),
         scene.person("carol"),
     );
-    let (a, b, lineage, hex) = alice_and_bob_seed(&scene, &alice, &bob, "seeds", LEN);
-
-    // Alter alice's copy after it was stored: a few bytes in every MiB, so whichever ranges
-    // carol asks alice for are bad.
+    let (a, b, lineage, hex) = alice_and_bob_seed(&scene, &alice, &bob, name, LEN);
     let every_mib = (0..(LEN >> 20) as u64).map(|mib| (mib << 20) + 300_000);
     corrupt(&alice, &hex, every_mib, 64);
 
@@ -202,7 +203,7 @@ fn a_corrupt_seeder_is_caught_and_an_honest_one_serves_the_blob() {
         &daemon_bin!(),
         &carol.home,
         &[&a.addr, &b.addr],
-        &["--no-kademlia", "--no-bulk"],
+        carol_flags,
     );
     connected(&carol, 2);
     carol.ok(["follow", &lineage]);
@@ -213,53 +214,46 @@ fn a_corrupt_seeder_is_caught_and_an_honest_one_serves_the_blob() {
         "the partial download was moved into the store"
     );
     assert!(blob_stat(&carol, "bad_groups") >= 1, "a bad group was seen");
-    assert_eq!(
-        blob_stat(&carol, "bulk_bytes"),
-        0,
-        "--no-bulk: all over libp2p"
-    );
-    // Alice was struck (or banned) for it; bob served the blob.
-    assert!(strikes(&carol, &a.peer_id) >= 1, "alice was penalised");
     assert!(received_from(&carol, &b.peer_id) > 0, "bob served ranges");
-    // Alice served nothing that failed: what carol kept from her is whole verified groups
-    // before the first bad one, at most one range's worth before she was dropped.
-    assert!(received_from(&carol, &a.peer_id) < LEN as u64);
-    drop(b);
+    check(&carol, &bob, &a, &b);
+}
+
+/// A seeder whose blob file was altered on disk serves bad bytes over libp2p (bulk transfers
+/// off): the receiver refuses them in the first bad chunk group, strikes the seeder, and gets
+/// the blob from the honest one.
+#[test]
+fn a_corrupt_seeder_is_caught_and_an_honest_one_serves_the_blob() {
+    let flags = ["--no-kademlia", "--no-bulk"];
+    carol_fetches_from_a_corrupt_seeder("seeds", &flags, |carol, _, a, _| {
+        assert_eq!(
+            blob_stat(carol, "bulk_bytes"),
+            0,
+            "--no-bulk: all over libp2p"
+        );
+        // Alice was struck (or banned) for it.
+        assert!(strikes(carol, &a.peer_id) >= 1, "alice was penalised");
+        // Alice served nothing that failed: what carol kept from her is whole verified groups
+        // before the first bad one, at most one range's worth before she was dropped.
+        assert!(received_from(carol, &a.peer_id) < 4 << 20);
+    });
 }
 
 /// The same corrupt seeder over bulk connections (the default): the bad groups are refused
-/// just the same, the right bytes are stored, and most of the blob came over the plain TCP
-/// links. Alice gets no strike for bytes that travelled unauthenticated; her ranges go over
-/// libp2p from then on.
+/// just the same and the right bytes are stored, much of them having come over the plain TCP
+/// links. Bad bytes from a bulk link cost no strike (they travelled unauthenticated); alice's
+/// ranges go over libp2p from then on, where bad bytes are struck as above.
 #[test]
 fn bad_bytes_over_a_bulk_link_are_refused_and_the_blob_completes() {
-    const LEN: usize = 4 << 20;
-    let scene = Scene::new(bin!());
-    let (alice, bob, carol) = (
-        scene.person("alice"),
-        scene.person("bob"),
-        scene.person("carol"),
-    );
-    let (a, b, lineage, hex) = alice_and_bob_seed(&scene, &alice, &bob, "bulk", LEN);
-    assert!(
-        blob_stat(&bob, "bulk_bytes") > 0,
-        "bob fetched over a bulk link"
-    );
-    let every_mib = (0..(LEN >> 20) as u64).map(|mib| (mib << 20) + 300_000);
-    corrupt(&alice, &hex, every_mib, 64);
-
-    let _c = Daemon::start_with(&daemon_bin!(), &carol.home, &[&a.addr, &b.addr], &FIXED);
-    connected(&carol, 2);
-    carol.ok(["follow", &lineage]);
-    wait_for("carol to hold the blob", || has_blob(&carol, &hex));
-    assert_eq!(stored_b3(&carol, &hex), hex, "carol stored the right bytes");
-    assert!(blob_stat(&carol, "bad_groups") >= 1, "a bad group was seen");
-    assert!(
-        blob_stat(&carol, "bulk_bytes") > 0,
-        "ranges came over bulk links"
-    );
-    assert!(received_from(&carol, &b.peer_id) > 0, "bob served ranges");
-    drop(b);
+    carol_fetches_from_a_corrupt_seeder("bulk", &FIXED, |carol, bob, _, _| {
+        assert!(
+            blob_stat(bob, "bulk_bytes") > 0,
+            "bob fetched from alice over a bulk link"
+        );
+        assert!(
+            blob_stat(carol, "bulk_bytes") > 0,
+            "ranges came over bulk links"
+        );
+    });
 }
 
 /// A small blob (fetched in one request, checked against its hash as a whole) with bad bytes

@@ -603,5 +603,14 @@ mod tests {
         assert_eq!(first.get(hash, 5, 5).await.unwrap().bytes, bytes[5..10]);
         let again = BulkLink::connect(addr, token).await.unwrap();
         assert!(again.get(hash, 5, 5).await.is_err());
+
+        // A request of length 0 breaks the protocol: the server closes the connection.
+        let mut raw = TcpStream::connect(addr).await.unwrap();
+        raw.write_all(&server.issue(peer).unwrap()).await.unwrap();
+        raw.write_all(&encode_request(&hash, 0, 0)).await.unwrap();
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut rest));
+        assert!(closed.await.is_ok_and(|r| r.is_ok()), "closed");
+        assert!(rest.is_empty(), "no answer to a bad request");
     }
 }
