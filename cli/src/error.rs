@@ -193,6 +193,8 @@ impl From<SignError> for CliError {
             }
             SignError::TooLarge { .. } => CliError::error(e.to_string())
                 .hint("split the work into smaller steps (fewer files per patch)"),
+            SignError::Undecodable { .. } => CliError::error(e.to_string())
+                .hint("nothing was stored or sent; please report this with the command you ran"),
         }
     }
 }

@@ -18,7 +18,6 @@ pub mod daemon;
 pub mod demo;
 pub mod diff;
 pub mod error;
-pub mod patchset;
 pub mod progress;
 pub mod resolve;
 pub mod worktree;

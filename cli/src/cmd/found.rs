@@ -14,7 +14,7 @@ use super::{check_license, maintainers_and_threshold};
 use crate::args::{CreateArgs, ForkArgs};
 use crate::ctx::{Ctx, now_ms};
 use crate::error::{CliError, Result};
-use crate::{patchset, resolve, worktree};
+use crate::{resolve, worktree};
 
 #[derive(Serialize)]
 struct Created {
@@ -85,7 +85,7 @@ pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
                 .ok()
                 .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
                 .unwrap_or_else(|| dir.display().to_string());
-            let patches = patchset::sign_chain(
+            let patches = commons_core::chain::sign_chain(
                 &identity.author,
                 now,
                 lineage,

@@ -275,7 +275,7 @@ pub fn propose(ctx: &Ctx, dir: &Path, message: &str) -> Result<()> {
     }
     // Changes too large for one patch record become a chain of patches, each the parent of the
     // next (as `create --from` does).
-    let records = crate::patchset::sign_chain(
+    let records = commons_core::chain::sign_chain(
         &identity.author,
         now_ms(),
         meta.lineage,

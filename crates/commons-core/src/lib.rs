@@ -5,6 +5,7 @@
 //! in through the [`incremental::StateBackend`] trait, so everything here can be tested and
 //! simulated deterministically.
 
+pub mod chain;
 pub mod id;
 pub mod incremental;
 pub mod keys;

@@ -55,12 +55,77 @@ pub const MAX_LICENSE_BYTES: usize = 256;
 /// Most heads and most exclusions a fork charter may name.
 pub const MAX_FORK_HEADS: usize = 256;
 
+/// The canonical encoding: bincode 2, fixed-width little-endian integers. Encoding has no limit
+/// of its own: the size of the result is checked against the kind's limit after encoding.
 fn canon() -> impl bincode::config::Config {
     bincode::config::standard()
         .with_fixed_int_encoding()
         .with_little_endian()
-        .with_limit::<MAX_RECORD_BYTES>()
 }
+
+/// The canonical encoding with bincode's decode limit `LIMIT`, for reading.
+///
+/// bincode's limit is not a count of bytes on the wire: it counts what the decoder *claims*,
+/// which is the width of every integer and byte string it reads (about the bytes read) plus, for
+/// a list of structs, `len × size_of::<T>()` reserved before the list is read (and released as
+/// its elements are). A patch of 128 KiB with 3 000 changes of short paths reserves about
+/// 3 000 × 96 bytes, more than 128 KiB: a limit equal to the size limit refuses records that are
+/// within it. So the limit of each kind is derived from its size limit, see [`decode_limit`].
+fn canon_decode<const LIMIT: usize>() -> impl bincode::config::Config {
+    bincode::config::standard()
+        .with_fixed_int_encoding()
+        .with_little_endian()
+        .with_limit::<LIMIT>()
+}
+
+/// Fewest bytes one [`Change`] takes on the wire, whatever it holds: the path's length prefix
+/// (the path itself may be empty on the wire; that rule is checked after parsing) and the tags
+/// of the two options.
+const MIN_WIRE_CHANGE: usize = 8 + 1 + 1;
+/// Bytes of an id or key on the wire.
+const WIRE_HASH: usize = 32;
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b { a } else { b }
+}
+
+/// The most bincode can reserve per byte of input, for a list of `T` whose elements take at least
+/// `wire` bytes each: `len ≤ input / wire`, so `len × size_of::<T>() ≤ input × ⌈size / wire⌉`.
+const fn reserve_per_byte(size: usize, wire: usize) -> usize {
+    size.div_ceil(wire)
+}
+
+/// bincode's decode limit for a kind whose records are at most `max_bytes` long and whose lists of
+/// structs reserve at most `per_byte` bytes per input byte.
+///
+/// While a record of `n ≤ max_bytes` bytes that parses is decoded, the claim is at most the bytes
+/// read so far (≤ n) plus the reservation of the one list of structs being read (no list of
+/// structs in a record holds another), which is at most `n × per_byte`. So every record within
+/// its size limit that parses stays under `max_bytes × (1 + per_byte)`, and no input can make the
+/// decoder allocate more than that before it fails.
+pub const fn decode_limit(max_bytes: usize, per_byte: usize) -> usize {
+    max_bytes * (1 + per_byte)
+}
+
+/// bincode's decode limit for charters: lists of keys (maintainers) and of ids (fork heads,
+/// exclusions). 32 KiB.
+pub const CHARTER_DECODE_LIMIT: usize = decode_limit(
+    MAX_CHARTER_BYTES,
+    max(
+        reserve_per_byte(std::mem::size_of::<PublicKey>(), WIRE_HASH),
+        reserve_per_byte(std::mem::size_of::<RecordId>(), WIRE_HASH),
+    ),
+);
+/// bincode's decode limit for patches: lists of ids (parents) and of changes. About 1.4 MiB.
+pub const PATCH_DECODE_LIMIT: usize = decode_limit(
+    MAX_PATCH_BYTES,
+    max(
+        reserve_per_byte(std::mem::size_of::<RecordId>(), WIRE_HASH),
+        reserve_per_byte(std::mem::size_of::<Change>(), MIN_WIRE_CHANGE),
+    ),
+);
+/// bincode's decode limit for validations, which hold no list of structs. 8 KiB.
+pub const VALIDATION_DECODE_LIMIT: usize = decode_limit(MAX_VALIDATION_BYTES, 0);
 
 /// The kinds of record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -501,6 +566,15 @@ pub enum SignError {
         /// The limit.
         max: usize,
     },
+    /// The signed bytes are refused by the decoder: a record no node would accept. Only a bug in
+    /// this crate can cause it; it is refused here rather than stored and sent.
+    #[error("{kind} would not be accepted by the decoder ({reason}); this is a bug in commons")]
+    Undecodable {
+        /// The kind.
+        kind: Kind,
+        /// What the decoder said.
+        reason: DecodeError,
+    },
 }
 
 /// A record whose bytes, id and signature have been checked.
@@ -556,19 +630,24 @@ fn encode_unsigned(author: &PublicKey, timestamp: u64, body: &Body) -> Vec<u8> {
         Body::Patch(b) => encode(author, timestamp, b, &mut out),
         Body::Validation(b) => encode(author, timestamp, b, &mut out),
     };
-    // Encoding into a Vec fails only over the global size limit: return something that is
-    // certainly too large for any kind, so the caller's size check refuses it.
+    // Encoding into a Vec without a limit cannot fail; should bincode ever fail anyway, return
+    // something certainly too large for any kind, so the caller's size check refuses it.
     if res.is_err() {
         out.resize(MAX_RECORD_BYTES + 1, 0);
     }
     out
 }
 
-fn decode_body<B: Decode<()>>(kind: Kind, bytes: &[u8]) -> Result<Unsigned<B>, DecodeError> {
+fn decode_body<B: Decode<()>, const LIMIT: usize>(
+    kind: Kind,
+    bytes: &[u8],
+) -> Result<Unsigned<B>, DecodeError> {
     let (value, used): (Unsigned<B>, usize) =
-        bincode::decode_from_slice(bytes, canon()).map_err(|e| DecodeError::Malformed {
-            kind,
-            reason: e.to_string(),
+        bincode::decode_from_slice(bytes, canon_decode::<LIMIT>()).map_err(|e| {
+            DecodeError::Malformed {
+                kind,
+                reason: e.to_string(),
+            }
         })?;
     if used != bytes.len() {
         return Err(DecodeError::TrailingBytes {
@@ -580,7 +659,10 @@ fn decode_body<B: Decode<()>>(kind: Kind, bytes: &[u8]) -> Result<Unsigned<B>, D
 }
 
 impl Record {
-    /// Signs a new record. The body is checked first, so a signed record always decodes.
+    /// Signs a new record. The body is checked first, and the signed bytes are then read back with
+    /// the decoder every node uses (everything but the signature, which was just made), so a
+    /// record this returns is one that [`Record::decode`] accepts: there is one definition of a
+    /// valid record, the decoder's.
     pub fn sign(key: &SecretKey, timestamp: u64, body: Body) -> Result<Record, SignError> {
         let kind = body.kind();
         body.check()
@@ -597,13 +679,7 @@ impl Record {
         }
         let id = compute_id(&bytes);
         bytes.extend_from_slice(&key.sign(&signing_message(&id)));
-        Ok(Record {
-            id,
-            author,
-            timestamp,
-            body,
-            bytes,
-        })
+        Self::decode_unverified(&bytes).map_err(|reason| SignError::Undecodable { kind, reason })
     }
 
     /// Decodes and verifies bytes: size limit of the kind first, then parse, trailing bytes,
@@ -644,15 +720,15 @@ impl Record {
         let encoded = &signed_part[HEADER_LEN..];
         let (author, timestamp, body) = match kind {
             Kind::Charter => {
-                let u = decode_body::<Charter>(kind, encoded)?;
+                let u = decode_body::<Charter, CHARTER_DECODE_LIMIT>(kind, encoded)?;
                 (u.author, u.timestamp, Body::Charter(u.body))
             }
             Kind::Patch => {
-                let u = decode_body::<Patch>(kind, encoded)?;
+                let u = decode_body::<Patch, PATCH_DECODE_LIMIT>(kind, encoded)?;
                 (u.author, u.timestamp, Body::Patch(u.body))
             }
             Kind::Validation => {
-                let u = decode_body::<Validation>(kind, encoded)?;
+                let u = decode_body::<Validation, VALIDATION_DECODE_LIMIT>(kind, encoded)?;
                 (u.author, u.timestamp, Body::Validation(u.body))
             }
         };
