@@ -5,6 +5,7 @@
 //! `src/bin/commons-e2e.rs`), so Cargo builds it fresh before the tests under `cargo test` and
 //! `cargo nextest` alike. Set `COMMONS_BIN=/path/to/commons` to test another build.
 
+pub mod fixture;
 pub mod net;
 
 use std::collections::BTreeMap;
@@ -70,6 +71,16 @@ impl Scene {
         let p = self.stranger(name);
         p.ok(["id", "init", "--name", name]);
         p
+    }
+
+    /// A person using an existing home (one unpacked from a fixture, say).
+    pub fn existing(&self, name: &str, home: &Path) -> Person {
+        Person {
+            name: name.to_owned(),
+            home: home.to_owned(),
+            bin: self.bin.clone(),
+            cwd: self.dir.path().to_owned(),
+        }
     }
 
     /// A person whose home has no identity yet.
