@@ -15,7 +15,7 @@ use commons_core::{Record, RecordId};
 use crate::keys::{self, SCHEMA_VERSION, T};
 use crate::overlay::{Overlay, Trees, io};
 use crate::state::{Counters, Ctx};
-use crate::{OpenError, StoreError};
+use crate::{OpenError, StoreError, repair};
 
 /// Commands waiting for the storage thread. Small on purpose: a caller that finds the queue full
 /// blocks, which is the back-pressure that keeps memory bounded when writers outpace the disk,
@@ -138,6 +138,14 @@ pub fn open_db(store_dir: &Path, db_dir: &Path, counters: &Counters) -> Result<T
         }
     };
     counters.stored_records.store(count, Ordering::Relaxed);
+    if repair::pending(&trees)
+        .map_err(|e| corrupt_open(&path, e))?
+        .is_some()
+    {
+        // A re-index was interrupted (killed, or the disk failed): finish it before anything
+        // reads the derived trees.
+        repair::reindex(&trees, counters).map_err(|e| corrupt_open(&path, e))?;
+    }
     if !initialized.exists() {
         // Written only once the schema version is durable; a crash before this point leaves a
         // store that is simply initialised again.
@@ -165,6 +173,13 @@ fn write_marker(marker: &Path) -> std::io::Result<()> {
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+fn corrupt_open(path: &Path, e: StoreError) -> OpenError {
+    OpenError::Corrupt {
+        path: path.to_path_buf(),
+        reason: format!("an interrupted re-index could not be finished: {e}"),
+    }
 }
 
 fn open_error(path: &Path, e: sled::Error) -> OpenError {
@@ -246,13 +261,46 @@ fn put_group(trees: &Trees, counters: &Counters, group: Vec<(Vec<Record>, PutRep
     }
 }
 
+/// Stores one put's records. If ingesting them came upon stored records that no longer decode,
+/// nothing of the attempt is committed unless it succeeded; the store is re-indexed without the
+/// damaged records, and a failed attempt is made once more.
 fn put_one(
     trees: &Trees,
     counters: &Counters,
     records: Vec<Record>,
 ) -> Result<Vec<RecordId>, StoreError> {
+    let (result, damaged) = try_put(trees, counters, &records);
+    if damaged.is_empty() {
+        return result;
+    }
+    repair::reindex(trees, counters)?;
+    match result {
+        Ok(ids) => Ok(ids),
+        Err(_) => try_put(trees, counters, &records).0,
+    }
+}
+
+type Damaged = Vec<(RecordId, String)>;
+
+fn try_put(
+    trees: &Trees,
+    counters: &Counters,
+    records: &[Record],
+) -> (Result<Vec<RecordId>, StoreError>, Damaged) {
     let mut ctx = Ctx::new(Overlay::new(trees), counters);
-    let ids = ctx.ingest(records)?;
+    let ingested = ctx.ingest(records);
+    let damaged = ctx.damaged();
+    match ingested {
+        Ok(ids) => (commit_put(counters, ctx, ids), damaged),
+        Err(e) => (Err(e), damaged),
+    }
+}
+
+fn commit_put(
+    counters: &Counters,
+    ctx: Ctx<'_>,
+    ids: Vec<RecordId>,
+) -> Result<Vec<RecordId>, StoreError> {
     let mut overlay = ctx.finish();
     let count = counters.stored_records.load(Ordering::Relaxed) + ids.len() as u64;
     if !ids.is_empty() {

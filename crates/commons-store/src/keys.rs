@@ -22,6 +22,14 @@ pub const META_SCHEMA_KEY: &[u8] = b"schema_version";
 /// transaction as the records so that counting them never needs a scan.
 pub const META_RECORD_COUNT_KEY: &[u8] = b"record_count";
 
+/// Key in the `meta` tree present while a re-index runs (see `repair.rs`): one byte, the phase
+/// ([`REINDEX_MOVING`] or [`REINDEX_INGESTING`]), so that a re-index killed midway resumes at open.
+pub const META_REINDEX_KEY: &[u8] = b"reindex";
+/// Re-index phase: records are being moved from `records` to `reindex`.
+pub const REINDEX_MOVING: u8 = 1;
+/// Re-index phase: derived trees are cleared, records are being ingested again from `reindex`.
+pub const REINDEX_INGESTING: u8 = 2;
+
 /// One sled tree per kind of data, never one per lineage (sled grows badly with many trees).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum T {
@@ -57,13 +65,38 @@ pub enum T {
     ForkBase,
     /// missing patch ‖ fork lineage → (): a fork whose base waits for that patch.
     BaseWaits,
+    /// record id → reason length (u16 BE) ‖ reason (UTF-8) ‖ the bytes: stored records that no
+    /// longer decode, set aside (never read as records again).
+    Damaged,
+    /// kind byte ‖ record id → record bytes: records waiting to be ingested again by a re-index.
+    Reindex,
 }
 
 impl T {
     /// Every tree, in a fixed order (its index is `self as usize`).
-    pub const ALL: [T; 16] = [
+    pub const ALL: [T; 18] = [
         T::Meta,
         T::Records,
+        T::LineageRecords,
+        T::Family,
+        T::Forks,
+        T::Children,
+        T::Validations,
+        T::Generations,
+        T::Status,
+        T::ByStatus,
+        T::Files,
+        T::Log,
+        T::Accumulators,
+        T::Lineages,
+        T::ForkBase,
+        T::BaseWaits,
+        T::Damaged,
+        T::Reindex,
+    ];
+
+    /// The trees computed from the records, which a re-index clears and writes again.
+    pub const DERIVED: [T; 14] = [
         T::LineageRecords,
         T::Family,
         T::Forks,
@@ -99,6 +132,8 @@ impl T {
             T::Lineages => "lineages",
             T::ForkBase => "fork_base",
             T::BaseWaits => "base_waits",
+            T::Damaged => "damaged",
+            T::Reindex => "reindex",
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod outboard;
 mod overlay;
 pub mod packs;
 mod query;
+pub mod repair;
 mod state;
 
 use std::collections::BTreeMap;
@@ -27,9 +28,10 @@ use commons_core::{BlobHash, Charter, LineageId, Record, RecordId, StateRoot};
 pub use blobs::{BlobReader, BlobStore, OutboardReader};
 pub use db::COMMAND_QUEUE;
 pub use keys::SCHEMA_VERSION;
+pub use repair::DamagedRecord;
 
 use db::Command;
-use overlay::{Overlay, Trees};
+use overlay::Trees;
 use state::{Counters, Ctx};
 
 /// Why the store did not open.
@@ -112,6 +114,8 @@ pub struct StoreStats {
     pub log_entries_read: u64,
     /// Lineage states recomputed from scratch (charters, completed fork bases).
     pub rebuilds: u64,
+    /// Stored records found not to decode, and set aside.
+    pub set_aside: u64,
 }
 
 /// A short summary of one lineage, kept up to date by the store.
@@ -255,15 +259,16 @@ impl Store {
         }
     }
 
-    /// Runs `f` on the storage thread and waits for its result.
+    /// Runs `f` on the storage thread and waits for its result. If `f` comes upon stored records
+    /// that do not decode, they are set aside, the store is re-indexed without them, and `f` runs
+    /// again ([`repair::run_repairing`]).
     fn read<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Ctx<'_>) -> Result<R, StoreError> + Send + 'static,
+        f: impl Fn(&mut Ctx<'_>) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
         let (reply, result) = sync_channel(1);
         let command = Command::Read(Box::new(move |trees: &Trees, counters: &Counters| {
-            let mut ctx = Ctx::new(Overlay::new(trees), counters);
-            let _ = reply.send(f(&mut ctx));
+            let _ = reply.send(repair::run_repairing(trees, counters, &f));
         }));
         self.inner
             .tx
@@ -427,6 +432,18 @@ impl Store {
         self.read(move |ctx| query::state_from_scratch(ctx, &lineage))
     }
 
+    /// The stored records that did not decode and were set aside (at most `limit` of them), with
+    /// how many there are in all.
+    pub fn damaged(&self, limit: usize) -> Result<(u64, Vec<DamagedRecord>), StoreError> {
+        self.read(move |ctx| repair::damaged(ctx.o.trees(), limit))
+    }
+
+    /// Rebuilds every index and lineage state from the records, setting aside records that do
+    /// not decode (what the store does by itself when a read comes upon one).
+    pub fn reindex(&self) -> Result<(), StoreError> {
+        self.read(|ctx| repair::reindex(ctx.o.trees(), ctx.counters()))
+    }
+
     /// The blob store beside the records.
     pub fn blobs(&self) -> &BlobStore {
         &self.inner.blobs
@@ -441,6 +458,7 @@ impl Store {
             patch_loads: c.patch_loads.load(Relaxed),
             log_entries_read: c.log_entries_read.load(Relaxed),
             rebuilds: c.rebuilds.load(Relaxed),
+            set_aside: c.set_aside.load(Relaxed),
         }
     }
 

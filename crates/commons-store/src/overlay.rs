@@ -134,6 +134,11 @@ impl<'a> Overlay<'a> {
         self.scan(t, prefix, prefix, usize::MAX)
     }
 
+    /// The trees under the overlay.
+    pub fn trees(&self) -> &'a Trees {
+        self.trees
+    }
+
     /// The committed tree, for read-only queries that iterate lazily (they run with no pending
     /// writes, so the overlay has nothing to add).
     pub fn disk(&self, t: T) -> &sled::Tree {

@@ -14,6 +14,7 @@
 //!
 //! Everything goes through an [`Overlay`], so a batch commits atomically or not at all.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -39,6 +40,8 @@ pub struct Counters {
     pub rebuilds: AtomicU64,
     /// Records in the store (committed). Maintained by the storage thread.
     pub stored_records: AtomicU64,
+    /// Stored records found not to decode and set aside since the store was opened.
+    pub set_aside: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -63,6 +66,9 @@ pub struct Ctx<'a> {
     dirty_metas: BTreeSet<LineageId>,
     accs: BTreeMap<LineageId, Accumulator>,
     records: HashMap<RecordId, Record>,
+    /// Stored records this context found that do not decode (id, reason): the caller then
+    /// re-indexes the store without them (`repair.rs`).
+    damaged: RefCell<Vec<(RecordId, String)>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -75,14 +81,40 @@ impl<'a> Ctx<'a> {
             dirty_metas: BTreeSet::new(),
             accs: BTreeMap::new(),
             records: HashMap::new(),
+            damaged: RefCell::new(Vec::new()),
         }
+    }
+
+    /// The storage thread's work counters.
+    pub fn counters(&self) -> &'a Counters {
+        self.counters
+    }
+
+    /// The stored records found not to decode since this context was made.
+    pub fn damaged(&self) -> Vec<(RecordId, String)> {
+        self.damaged.borrow().clone()
+    }
+
+    /// Decodes the bytes stored under `id` (without the signature check, see [`Ctx::record`]) and
+    /// checks that they are the record of that id. Bytes that fail are noted as damaged.
+    fn decode_at(&self, id: &RecordId, bytes: &[u8]) -> Result<Record, StoreError> {
+        bump(&self.counters.records_decoded, 1);
+        let reason = match Record::decode_stored(bytes) {
+            Ok(r) if r.id() == *id => return Ok(r),
+            Ok(r) => format!("the bytes stored under it have id {}", r.id()),
+            Err(e) => e.to_string(),
+        };
+        tracing::debug!(target: "commons_store", %id, %reason, "a stored record does not decode");
+        self.damaged.borrow_mut().push((*id, reason.clone()));
+        Err(StoreError::CorruptRecord { id: *id, reason })
     }
 
     // ----- reading -----
 
     /// A stored record, decoded. Its signature was verified before it was stored, so it is not
     /// checked again (`Record::decode_stored`); everything else is, and the id must match the
-    /// key. Stored bytes that no longer decode are an error.
+    /// key. Stored bytes that no longer decode are an error, and are noted as damaged, so that
+    /// the storage thread sets them aside and rebuilds the indexes without them.
     pub fn record(&mut self, id: &RecordId) -> Result<Option<Record>, StoreError> {
         if let Some(r) = self.records.get(id) {
             return Ok(Some(r.clone()));
@@ -90,17 +122,7 @@ impl<'a> Ctx<'a> {
         let Some(bytes) = self.o.get(T::Records, id.as_bytes())? else {
             return Ok(None);
         };
-        bump(&self.counters.records_decoded, 1);
-        let record = Record::decode_stored(&bytes).map_err(|e| StoreError::CorruptRecord {
-            id: *id,
-            reason: e.to_string(),
-        })?;
-        if record.id() != *id {
-            return Err(StoreError::CorruptRecord {
-                id: *id,
-                reason: format!("the bytes stored under it have id {}", record.id()),
-            });
-        }
+        let record = self.decode_at(id, &bytes)?;
         self.records.insert(*id, record.clone());
         Ok(Some(record))
     }
@@ -268,8 +290,8 @@ impl<'a> Ctx<'a> {
 
     /// Ingests records not stored yet (the caller filtered duplicates), in the order charters,
     /// patches, validations. Returns their ids.
-    pub fn ingest(&mut self, records: Vec<Record>) -> Result<Vec<RecordId>, StoreError> {
-        let mut fresh = Vec::with_capacity(records.len());
+    pub fn ingest(&mut self, records: &[Record]) -> Result<Vec<RecordId>, StoreError> {
+        let mut fresh: Vec<&Record> = Vec::with_capacity(records.len());
         let mut seen = BTreeSet::new();
         for r in records {
             if seen.insert(r.id()) && !self.o.contains(T::Records, r.id().as_bytes())? {
@@ -277,7 +299,7 @@ impl<'a> Ctx<'a> {
             }
         }
         fresh.sort_by_key(|r| r.kind());
-        let ids = fresh.iter().map(Record::id).collect();
+        let ids = fresh.iter().map(|r| r.id()).collect();
         let first_validation = fresh
             .iter()
             .position(|r| r.kind() == Kind::Validation)
@@ -304,14 +326,14 @@ impl<'a> Ctx<'a> {
         Ok(ids)
     }
 
-    fn ingest_one(&mut self, r: Record) -> Result<(), StoreError> {
+    fn ingest_one(&mut self, r: &Record) -> Result<(), StoreError> {
         self.o
             .insert(T::Records, r.id().as_bytes().to_vec(), r.bytes().to_vec());
         self.records.insert(r.id(), r.clone());
         match r.body() {
-            commons_core::Body::Charter(c) => self.add_charter(&r, c)?,
+            commons_core::Body::Charter(c) => self.add_charter(r, c)?,
             commons_core::Body::Patch(p) => self.add_patch(r.id(), p)?,
-            commons_core::Body::Validation(v) => self.add_validation(&r, v)?,
+            commons_core::Body::Validation(v) => self.add_validation(r, v)?,
         }
         Ok(())
     }
@@ -852,11 +874,7 @@ impl StateBackend for Backend<'_, '_> {
             self.ctx.o.get(T::Records, id.as_bytes())?.ok_or_else(|| {
                 corrupt(T::Log, format!("the log names {id}, which is not stored"))
             })?;
-        bump(&self.ctx.counters.records_decoded, 1);
-        let record = Record::decode_stored(&bytes).map_err(|e| StoreError::CorruptRecord {
-            id: *id,
-            reason: e.to_string(),
-        })?;
+        let record = self.ctx.decode_at(id, &bytes)?;
         record
             .as_patch()
             .cloned()

@@ -200,3 +200,19 @@ pub fn assert_all_lineages(store: &Store, all: &[Record], context: &str) {
         );
     }
 }
+
+/// Opens the database under a store with sled directly. sled releases its lock a moment after
+/// the store that held it closed (sled #1289), so retry for a bounded time.
+pub fn raw_sled(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot open {}: {e}", path.display()),
+        }
+    }
+}
