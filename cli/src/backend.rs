@@ -163,6 +163,18 @@ impl Backend for LocalBackend {
     }
 
     fn close(&self) -> Result<()> {
+        // Records found damaged by this command are reported here, once: the store set them
+        // aside and rebuilt its indexes without them.
+        if self.store.stats().set_aside > 0
+            && let Ok((_, list)) = self.store.damaged(commons_rpc::MAX_DAMAGED_LISTED)
+        {
+            for d in list.iter().filter(|d| !d.refetched) {
+                crate::ctx::note(&format!(
+                    "stored record {} did not decode ({}); it was set aside and the store re-indexed without it. Import a bundle that holds it, or start commonsd to fetch it from a peer",
+                    d.id, d.reason
+                ));
+            }
+        }
         Ok(self.store.close()?)
     }
 }

@@ -295,6 +295,21 @@ impl Ctx {
         };
         let store = self.store.clone();
         let records = blocking(move || store.record_count()).await.unwrap_or(0);
+        let store = self.store.clone();
+        let damaged = blocking(move || store.damaged(commons_rpc::MAX_DAMAGED_LISTED))
+            .await
+            .map(|(count, list)| commons_rpc::DamagedReport {
+                count,
+                records: list
+                    .into_iter()
+                    .map(|d| commons_rpc::DamagedEntry {
+                        id: d.id,
+                        reason: d.reason,
+                        refetched: d.refetched,
+                    })
+                    .collect(),
+            })
+            .unwrap_or_default();
         let store_bytes = self.store_bytes().await;
         Response::NodeStatus(commons_rpc::NodeStatus {
             peer_id: status.peer_id.to_string(),
@@ -307,6 +322,7 @@ impl Ctx {
             banned: status.banned.iter().map(|p| p.to_string()).collect(),
             blobs: self.blobs.report(),
             reconcile: self.reconcile.report(),
+            damaged,
         })
     }
 

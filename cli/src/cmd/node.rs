@@ -131,6 +131,18 @@ pub fn status(ctx: &Ctx) -> Result<()> {
             human_bytes(s.store_bytes),
             plural(s.records, "record", "records")
         ));
+        if s.damaged.count > 0 {
+            t.push_str(&format!(
+                "damaged    {} did not decode and {} set aside (fetched again when a peer has {}):\n",
+                plural(s.damaged.count, "stored record", "stored records"),
+                if s.damaged.count == 1 { "was" } else { "were" },
+                if s.damaged.count == 1 { "it" } else { "them" },
+            ));
+            for d in &s.damaged.records {
+                let again = if d.refetched { " (a good copy is back)" } else { "" };
+                t.push_str(&format!("           {}: {}{again}\n", d.id, d.reason));
+            }
+        }
         let b = &s.blobs;
         if b.completed + b.active + b.bad_groups > 0 {
             t.push_str(&format!(

@@ -193,6 +193,32 @@ pub struct NodeStatus {
     /// Set reconciliation since the daemon started (catch-up of record ids).
     #[serde(default)]
     pub reconcile: ReconcileStats,
+    /// Stored records that did not decode and were set aside.
+    #[serde(default)]
+    pub damaged: DamagedReport,
+}
+
+/// Most damaged records a status lists one by one (all are counted).
+pub const MAX_DAMAGED_LISTED: usize = 20;
+
+/// Stored records that did not decode: set aside, and fetched again when a peer has them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DamagedReport {
+    /// How many records were ever set aside in this store.
+    pub count: u64,
+    /// The first [`MAX_DAMAGED_LISTED`] of them.
+    pub records: Vec<DamagedEntry>,
+}
+
+/// One record set aside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DamagedEntry {
+    /// The id it was stored under.
+    pub id: RecordId,
+    /// Why it did not decode.
+    pub reason: String,
+    /// Whether a good copy has been stored since.
+    pub refetched: bool,
 }
 
 /// Set reconciliation since the daemon started (see `docs/protocol.md`, "Reconciliation").
