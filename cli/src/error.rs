@@ -191,6 +191,12 @@ impl From<SignError> for CliError {
             SignError::Invalid { .. } => {
                 CliError::usage(e.to_string()).hint("fix the value and run the command again")
             }
+            SignError::TooLarge {
+                kind: commons_core::Kind::Charter,
+                ..
+            } => CliError::error(e.to_string()).hint(
+                "a fork charter names its heads and the ancestors its base leaves out: fork at a point the parent accepted whole (without --at, or --at an accepted patch)",
+            ),
             SignError::TooLarge { .. } => CliError::error(e.to_string())
                 .hint("split the work into smaller steps (fewer files per patch)"),
             SignError::Undecodable { .. } => CliError::error(e.to_string())

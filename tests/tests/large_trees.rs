@@ -64,8 +64,8 @@ fn touch_many(wc: &Path, files: &[String], seed: u64) {
     for f in &order[modified..modified + deleted] {
         fs::remove_file(wc.join(f)).expect("delete");
     }
-    for i in 0..added {
-        let dir = Path::new(order[i].as_str()).parent().expect("a parent");
+    for (i, near) in order.iter().take(added).enumerate() {
+        let dir = Path::new(near.as_str()).parent().expect("a parent");
         let file = wc.join(dir).join(format!("added-{i:04}.md"));
         fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
         fs::write(file, format!("new file {i}\n")).expect("write");

@@ -32,6 +32,15 @@ pub const REINDEX_CHUNK: usize = 2_000;
 /// would otherwise be 256 MiB).
 pub const REINDEX_CHUNK_BYTES: usize = 16 << 20;
 
+/// Records per step: [`REINDEX_CHUNK`], or fewer if `COMMONS_TEST_REINDEX_CHUNK` says so (tests
+/// use it to make many steps, and many points to kill a re-index at, out of few records).
+fn chunk() -> usize {
+    std::env::var("COMMONS_TEST_REINDEX_CHUNK")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(REINDEX_CHUNK, |n| n.clamp(1, REINDEX_CHUNK))
+}
+
 /// Longest reason kept for a damaged record, in bytes.
 const MAX_REASON: usize = 1024;
 
@@ -118,25 +127,55 @@ fn store_count(counters: &Counters, overlay: &mut Overlay<'_>, count: u64) {
     counters.stored_records.store(count, Ordering::Relaxed);
 }
 
-/// Phase 1: every record moves from `records` to `reindex`, keyed by kind then id, so that
-/// phase 2 ingests charters first, then patches, then validations.
+/// Where a record waits in `reindex`: kind ‖ generation (u64 BE) ‖ id. Phase 2 takes the records
+/// in key order, so charters come back first, then patches, then validations, and patches and
+/// validations in history order (the generation of the patch, from the `generations` tree that
+/// is still intact during phase 1; unknown generations last): accepting patches in history order
+/// appends to each log instead of undoing and replaying what follows.
+fn staging_key(trees: &Trees, id: &[u8], bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
+    // A record's second byte is its kind; bytes too short for one sort last, and fail to decode
+    // in phase 2.
+    let kind = bytes.get(1).copied().unwrap_or(u8::MAX);
+    let judged = match Record::decode_stored(bytes) {
+        Ok(r) => match r.body() {
+            commons_core::Body::Patch(_) => Some(r.id()),
+            commons_core::Body::Validation(v) => Some(v.patch),
+            commons_core::Body::Charter(_) => None,
+        },
+        Err(_) => None,
+    };
+    let generation = match judged {
+        Some(p) => trees
+            .tree(T::Generations)
+            .get(p.as_bytes())
+            .map_err(io)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(u64::MAX, u64::from_be_bytes),
+        None => 0,
+    };
+    let mut key = Vec::with_capacity(STAGING_ID_AT + id.len());
+    key.push(kind);
+    key.extend_from_slice(&generation.to_be_bytes());
+    key.extend_from_slice(id);
+    Ok(key)
+}
+
+/// Offset of the record id in a `reindex` key.
+const STAGING_ID_AT: usize = 1 + 8;
+
+/// Phase 1: every record moves from `records` to `reindex` (see [`staging_key`]).
 fn move_aside(trees: &Trees) -> Result<(), StoreError> {
+    let chunk = chunk();
     loop {
         let mut overlay = Overlay::new(trees);
         let (mut n, mut bytes) = (0, 0);
         for entry in trees.tree(T::Records).iter() {
-            if n == REINDEX_CHUNK || bytes >= REINDEX_CHUNK_BYTES {
+            if n == chunk || bytes >= REINDEX_CHUNK_BYTES {
                 break;
             }
             let (k, v) = entry.map_err(io)?;
             bytes += v.len();
-            // A record's second byte is its kind; bytes too short for one sort last, and fail
-            // to decode in phase 2.
-            let kind = v.get(1).copied().unwrap_or(u8::MAX);
-            let mut staged = Vec::with_capacity(1 + k.len());
-            staged.push(kind);
-            staged.extend_from_slice(&k);
-            overlay.insert(T::Reindex, staged, v.to_vec());
+            overlay.insert(T::Reindex, staging_key(trees, &k, &v)?, v.to_vec());
             overlay.remove(T::Records, k.to_vec());
             n += 1;
         }
@@ -151,17 +190,18 @@ fn move_aside(trees: &Trees) -> Result<(), StoreError> {
 /// those that do not decode go to `damaged`.
 fn ingest_again(trees: &Trees, counters: &Counters) -> Result<(u64, u64), StoreError> {
     let (mut stored, mut set_aside) = (0u64, 0u64);
+    let chunk = chunk();
     loop {
         let (mut staged, mut records): (Vec<Vec<u8>>, Vec<Record>) = (Vec::new(), Vec::new());
         let mut bad: Vec<(Vec<u8>, RecordId, String, Vec<u8>)> = Vec::new();
         let mut bytes = 0;
         for entry in trees.tree(T::Reindex).iter() {
-            if staged.len() + bad.len() == REINDEX_CHUNK || bytes >= REINDEX_CHUNK_BYTES {
+            if staged.len() + bad.len() == chunk || bytes >= REINDEX_CHUNK_BYTES {
                 break;
             }
             let (k, v) = entry.map_err(io)?;
             bytes += v.len();
-            let Some(id) = keys::id_at(&k, 1).map(RecordId) else {
+            let Some(id) = keys::id_at(&k, STAGING_ID_AT).map(RecordId) else {
                 bad.push((k.to_vec(), RecordId([0; 32]), "bad key".into(), v.to_vec()));
                 continue;
             };

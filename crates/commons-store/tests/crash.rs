@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use commons_core::RecordId;
+use commons_core::{LineageId, Record, RecordId};
 use commons_store::Store;
 
 const ROUNDS: u64 = 20;
@@ -148,4 +148,78 @@ fn acknowledged_records_survive_sigkill() {
         kills_mid_write > 0,
         "the writer was never killed mid-flight"
     );
+}
+
+/// Kills a re-index (`commons-store-crashtest reindex`) at random moments: each time, the store
+/// opens (finishing the re-index), holds every record, and every lineage's state is the state of
+/// all the records.
+#[test]
+fn a_reindex_killed_at_any_moment_loses_nothing() {
+    const KILLS: usize = 8;
+    let seed = seed();
+    eprintln!("re-index crash test seed {seed}");
+    let mut rng = Rng(seed | 1);
+    let dir = tempfile::tempdir().unwrap();
+    let m = common::key(1);
+    let c = common::charter(&m, 1, "big", common::maintainers(&[&m]), 1, None);
+    let l = LineageId::from(c.id());
+    let mut all: Vec<Record> = vec![c];
+    // 300 patches in chains of 30, each accepted; re-indexed 50 records at a time, so a kill
+    // falls in one of many steps.
+    for i in 0..300u64 {
+        let parents = match all.last() {
+            Some(r) if i % 30 != 0 && r.as_validation().is_some() => {
+                vec![r.as_validation().expect("a validation").patch]
+            }
+            _ => vec![],
+        };
+        let p = common::patch(
+            &m,
+            10 + i,
+            l,
+            parents,
+            vec![(format!("d{}/f{i}", i % 30), None, Some(common::blob(i)))],
+            "p",
+        );
+        let v = common::validation(&m, 10_000 + i, l, p.id(), true);
+        all.push(p);
+        all.push(v);
+    }
+    let store = Store::open(dir.path()).unwrap();
+    store.put(all.clone()).unwrap();
+    store.close().unwrap();
+
+    let mut killed_mid_reindex = 0;
+    for round in 0..KILLS {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_commons-store-crashtest"))
+            .arg("reindex")
+            .arg(dir.path())
+            .env("COMMONS_TEST_REINDEX_CHUNK", "50")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        assert_eq!(
+            lines.next().and_then(Result::ok).as_deref(),
+            Some("open"),
+            "round {round}: the re-indexer did not open the store"
+        );
+        // Not a synchronisation: a random moment to kill it at, within about one re-index.
+        std::thread::sleep(Duration::from_millis(rng.below(1_000)));
+        let _ = child.kill();
+        child.wait().unwrap();
+        let store = Store::open(dir.path())
+            .unwrap_or_else(|e| panic!("round {round}: the store does not open: {e}"));
+        let stats_before = store.stats();
+        common::assert_all_lineages(&store, &all, &format!("round {round}"));
+        assert_eq!(store.record_count().unwrap(), all.len() as u64);
+        assert_eq!(stats_before.set_aside, 0);
+        if store.stats().rebuilds > 0 || stats_before.records_decoded > 0 {
+            killed_mid_reindex += 1;
+        }
+        store.close().unwrap();
+    }
+    eprintln!("{killed_mid_reindex} of {KILLS} opens finished an interrupted re-index");
+    assert!(killed_mid_reindex > 0, "no re-index was ever interrupted");
 }

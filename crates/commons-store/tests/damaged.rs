@@ -204,7 +204,9 @@ fn a_reindex_killed_midway_resumes_when_the_store_opens() {
             let step = if phase == 1 { 2 } else { 1 };
             for entry in records.iter().step_by(step) {
                 let (k, v) = entry.unwrap();
+                // kind ‖ generation ‖ id; the generation only orders the re-index.
                 let mut staged = vec![v[1]];
+                staged.extend_from_slice(&[0; 8]);
                 staged.extend_from_slice(&k);
                 staging.insert(staged, v.clone()).unwrap();
                 records.remove(&k).unwrap();

@@ -7,6 +7,9 @@
 //!
 //! `commons-store-crashtest hold <dir>` opens the store, prints `open`, and keeps it open until
 //! stdin is closed (used to test the lock held by another process).
+//!
+//! `commons-store-crashtest reindex <dir>` opens the store, prints `open`, and re-indexes it
+//! (`Store::reindex`) again and again, printing `reindexed` after each, until it is killed.
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -45,7 +48,10 @@ fn main() -> ExitCode {
             Err(e) => Err(format!("bad seed: {e}")),
         },
         Some("hold") if args.len() == 3 => hold(Path::new(&args[2])),
-        _ => Err("usage: commons-store-crashtest write <dir> <seed> | hold <dir>".into()),
+        Some("reindex") if args.len() == 3 => reindex(Path::new(&args[2])),
+        _ => Err(
+            "usage: commons-store-crashtest write <dir> <seed> | hold <dir> | reindex <dir>".into(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -69,6 +75,16 @@ fn hold(dir: &Path) -> Result<(), String> {
         line.clear();
     }
     store.close().map_err(|e| e.to_string())
+}
+
+/// Re-indexes the store again and again (printing `reindexed` after each), until killed.
+fn reindex(dir: &Path) -> Result<(), String> {
+    let store = Store::open(dir).map_err(|e| e.to_string())?;
+    println!("open");
+    loop {
+        store.reindex().map_err(|e| e.to_string())?;
+        println!("reindexed");
+    }
 }
 
 fn sign(key: &SecretKey, ts: u64, body: Body) -> Result<Record, String> {
