@@ -213,6 +213,27 @@ pub fn shown_root(p: &Person, lineage: &str) -> Option<String> {
     v["root"].as_str().map(str::to_owned)
 }
 
+/// The patches `p`'s node lists in `lineage` (`patches --json`), patch id → status, or `None`
+/// while it cannot list them: for waiting on convergence.
+pub fn patch_statuses(p: &Person, lineage: &str) -> Option<BTreeMap<String, String>> {
+    let out = p.run(["--json", "patches", lineage]);
+    if out.code != 0 {
+        return None;
+    }
+    let v: Value = serde_json::from_str(&out.stdout).ok()?;
+    Some(
+        v.as_array()?
+            .iter()
+            .map(|x| (str_of(&x["patch"]), str_of(&x["status"])))
+            .collect(),
+    )
+}
+
+/// A path as `&str`, for command-line arguments (test paths are UTF-8).
+pub fn utf8(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
 /// A JSON string value as a `String` (panics with the value otherwise).
 pub fn str_of(v: &Value) -> String {
     v.as_str()

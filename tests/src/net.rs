@@ -38,6 +38,18 @@ pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// Waits until every person's node reports the same root for `lineage` as `reference`'s; returns
+/// that root.
+pub fn converge(lineage: &str, reference: &crate::Person, others: &[&crate::Person]) -> String {
+    wait_for(&format!("all nodes to agree on {lineage}"), || {
+        let want = crate::shown_root(reference, lineage)?;
+        others
+            .iter()
+            .all(|p| crate::shown_root(p, lineage).as_deref() == Some(want.as_str()))
+            .then_some(want)
+    })
+}
+
 /// A running `commonsd`.
 #[derive(Debug)]
 pub struct Daemon {

@@ -3,15 +3,9 @@
 //! starts, `node status` reports the record, and catch-up fetches a good copy from alice's node,
 //! after which both nodes agree again and bob's checkout is alice's.
 
-use std::path::Path;
-
 use commons_tests::fixture::{RepoShape, diff_trees};
-use commons_tests::net::{Daemon, wait_for};
-use commons_tests::{Person, Scene, bin, daemon_bin, shown_root as root, str_of, strs};
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
+use commons_tests::net::{Daemon, converge, wait_for};
+use commons_tests::{Person, Scene, bin, daemon_bin, shown_root as root, str_of, strs, utf8};
 
 /// Overwrites the bytes of record `id` in `p`'s store (no daemon may hold it).
 fn damage(p: &Person, id: &str) {
@@ -46,15 +40,12 @@ fn a_damaged_record_is_set_aside_and_fetched_again_from_a_peer() {
         "--license",
         "CC0-1.0",
         "--from",
-        path_str(&src),
+        utf8(&src),
     ]);
     let lib = str_of(&created["lineage"]);
     let founding = strs(&created["patches"]);
     bob.ok(["follow", &lib]);
-    let want = wait_for("bob to catch up", || {
-        let want = root(&alice, &lib)?;
-        (root(&bob, &lib)? == want).then_some(want)
-    });
+    let want = converge(&lib, &alice, &[&bob]);
     assert_eq!(b.stop(), 0);
 
     damage(&bob, &founding[0]);
@@ -97,6 +88,6 @@ fn a_damaged_record_is_set_aside_and_fetched_again_from_a_peer() {
     );
 
     let wc = scene.path("wc-bob");
-    bob.ok(["checkout", &lib, path_str(&wc)]);
+    bob.ok(["checkout", &lib, utf8(&wc)]);
     assert_eq!(diff_trees(&src, &wc), None);
 }

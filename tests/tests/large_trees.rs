@@ -8,39 +8,21 @@ use std::fs;
 use std::path::Path;
 
 use commons_tests::fixture::{RepoShape, Rng, diff_trees};
-use commons_tests::net::{Daemon, wait_for};
-use commons_tests::{Person, Scene, bin, daemon_bin, shown_root as root, str_of, strs};
-use serde_json::Value;
+use commons_tests::net::{Daemon, converge, wait_for};
+use commons_tests::{
+    Person, Scene, bin, daemon_bin, patch_statuses, shown_root as root, str_of, strs, utf8,
+};
 
 /// Files in the founding tree.
 const FILES: usize = 5_000;
 /// Files the proposed change touches (modified, deleted or added).
 const TOUCHED: usize = 3_000;
 
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-/// Statuses of the patches of `lineage` on `p`'s node.
-fn statuses(p: &Person, lineage: &str) -> Option<Vec<(String, String)>> {
-    let out = p.run(["--json", "patches", lineage]);
-    if out.code != 0 {
-        return None;
-    }
-    let v: Value = serde_json::from_str(&out.stdout).ok()?;
-    Some(
-        v.as_array()?
-            .iter()
-            .map(|x| (str_of(&x["patch"]), str_of(&x["status"])))
-            .collect(),
-    )
-}
-
 fn all_accepted(p: &Person, lineage: &str, patches: &[String]) -> Option<()> {
-    let s = statuses(p, lineage)?;
+    let s = patch_statuses(p, lineage)?;
     patches
         .iter()
-        .all(|id| s.iter().any(|(p, st)| p == id && st == "accepted"))
+        .all(|id| s.get(id).is_some_and(|st| st == "accepted"))
         .then_some(())
 }
 
@@ -99,7 +81,7 @@ fn a_repository_sized_tree_travels_whole_by_gossip_catch_up_and_bundle() {
         "--license",
         "CC0-1.0",
         "--from",
-        path_str(&src),
+        utf8(&src),
     ]);
     let lib = str_of(&created["lineage"]);
     let founding = strs(&created["patches"]);
@@ -107,7 +89,7 @@ fn a_repository_sized_tree_travels_whole_by_gossip_catch_up_and_bundle() {
     assert_eq!(created["accepted"], true, "{created}");
     assert_eq!(created["files"], FILES as u64);
     let wc_a = scene.path("wc-alice");
-    alice.ok(["checkout", &lib, path_str(&wc_a)]);
+    alice.ok(["checkout", &lib, utf8(&wc_a)]);
     assert_eq!(
         diff_trees(&src, &wc_a),
         None,
@@ -116,29 +98,23 @@ fn a_repository_sized_tree_travels_whole_by_gossip_catch_up_and_bundle() {
 
     // Bob follows: the founding chain arrives by catch-up.
     bob.ok(["follow", &lib]);
-    let founded_root = wait_for("bob to catch up", || {
-        let want = root(&alice, &lib)?;
-        (root(&bob, &lib)? == want).then_some(want)
-    });
+    let founded_root = converge(&lib, &alice, &[&bob]);
 
     // Bob changes 3 000 files and proposes: a chain again, gossiped to alice's node.
     let wc_b = scene.path("wc-bob");
-    bob.ok(["checkout", &lib, path_str(&wc_b)]);
+    bob.ok(["checkout", &lib, utf8(&wc_b)]);
     assert_eq!(
         diff_trees(&src, &wc_b),
         None,
         "bob's checkout is the source"
     );
     touch_many(&wc_b, &tree.files.keys().cloned().collect::<Vec<_>>(), 5);
-    let proposed = bob.json(["propose", path_str(&wc_b), "-m", "A sweeping change"]);
+    let proposed = bob.json(["propose", utf8(&wc_b), "-m", "A sweeping change"]);
     let parts = strs(&proposed["parts"]);
     assert!(parts.len() > 1, "3 000 changes make a chain: {proposed}");
     wait_for("the proposed chain to reach alice", || {
-        let s = statuses(&alice, &lib)?;
-        parts
-            .iter()
-            .all(|id| s.iter().any(|(p, _)| p == id))
-            .then_some(())
+        let s = patch_statuses(&alice, &lib)?;
+        parts.iter().all(|id| s.contains_key(id)).then_some(())
     });
     for part in &parts {
         alice.ok(["validate", part, "--accept", "-m", "thanks"]);
@@ -146,16 +122,13 @@ fn a_repository_sized_tree_travels_whole_by_gossip_catch_up_and_bundle() {
     wait_for("bob to see the chain accepted", || {
         all_accepted(&bob, &lib, &parts)
     });
-    let final_root = wait_for("both nodes to agree", || {
-        let want = root(&alice, &lib)?;
-        (root(&bob, &lib)? == want).then_some(want)
-    });
+    let final_root = converge(&lib, &alice, &[&bob]);
     assert_ne!(final_root, founded_root);
 
     // A bundle carries everything to a home with no daemon and no network.
     let bundle = scene.path("big.bundle");
-    alice.ok(["bundle", "export", &lib, path_str(&bundle)]);
-    carol.ok(["bundle", "import", path_str(&bundle)]);
+    alice.ok(["bundle", "export", &lib, utf8(&bundle)]);
+    carol.ok(["bundle", "import", utf8(&bundle)]);
     assert_eq!(root(&carol, &lib).as_deref(), Some(final_root.as_str()));
     assert_eq!(all_accepted(&carol, &lib, &parts), Some(()));
     assert_eq!(all_accepted(&carol, &lib, &founding), Some(()));
@@ -163,7 +136,7 @@ fn a_repository_sized_tree_travels_whole_by_gossip_catch_up_and_bundle() {
     // Every node's checkout is bob's working copy, file for file.
     for p in [&alice, &bob, &carol] {
         let wc = scene.path(&format!("final-{}", p.name));
-        p.ok(["checkout", &lib, path_str(&wc)]);
+        p.ok(["checkout", &lib, utf8(&wc)]);
         assert_eq!(
             diff_trees(&wc_b, &wc),
             None,
@@ -207,7 +180,7 @@ fn a_home_damaged_by_the_decode_limit_bug_works_after_the_upgrade() {
     let shown = old.json(["show", &lineage]);
     assert_eq!(shown["counts"]["accepted"], 1, "{shown}");
     let wc = scene.path("wc-old");
-    old.ok(["checkout", &lineage, path_str(&wc)]);
+    old.ok(["checkout", &lineage, utf8(&wc)]);
     assert_eq!(diff_trees(&expected, &wc), None);
 
     // With a daemon on the same home: it starts, and answers.

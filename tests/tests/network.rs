@@ -6,7 +6,7 @@ use std::fs;
 use std::process::{Command, Stdio};
 
 use commons_core::{BlobHash, Body, Change, LineageId, Patch, Record, SecretKey};
-use commons_tests::net::{Daemon, wait_for};
+use commons_tests::net::{Daemon, converge, wait_for};
 use commons_tests::{Person, Scene, bin, daemon_bin, shown_root as root, str_of};
 use serde_json::Value;
 
@@ -20,17 +20,6 @@ fn status(p: &Person, lineage: &str, patch: &str) -> Option<String> {
         .iter()
         .find(|x| x["patch"] == patch)
         .map(|x| str_of(&x["status"]))
-}
-
-/// Waits until every person's node reports the same root for `lineage` as `reference`'s.
-fn converge(lineage: &str, reference: &Person, others: &[&Person]) -> String {
-    wait_for(&format!("all nodes to agree on {lineage}"), || {
-        let want = root(reference, lineage)?;
-        others
-            .iter()
-            .all(|p| root(p, lineage).as_deref() == Some(want.as_str()))
-            .then_some(want)
-    })
 }
 
 fn create(scene: &Scene, p: &Person, name: &str, files: &[(&str, &[u8])]) -> String {

@@ -2,30 +2,14 @@
 //! 127.0.0.1, driven through the real `commons` command line. Every wait is a condition with a
 //! deadline.
 
-use std::collections::BTreeSet;
 use std::fs;
 
 use commons_tests::net::{Daemon, wait_for};
-use commons_tests::{Person, Scene, bin, daemon_bin, shown_root as root, str_of};
+use commons_tests::{Person, Scene, bin, daemon_bin, patch_statuses, shown_root as root};
 use serde_json::Value;
 
 /// Patches made on each side of the partition.
 const PATCHES: usize = 20;
-
-/// The patches listed in `lineage`, with their status.
-fn patches(p: &Person, lineage: &str) -> Option<BTreeSet<(String, String)>> {
-    let out = p.run(["--json", "patches", lineage]);
-    if out.code != 0 {
-        return None;
-    }
-    let v: Value = serde_json::from_str(&out.stdout).ok()?;
-    Some(
-        v.as_array()?
-            .iter()
-            .map(|x| (str_of(&x["patch"]), str_of(&x["status"])))
-            .collect(),
-    )
-}
 
 /// A node's reconciliation counters (`node status`).
 fn reconcile_stats(p: &Person) -> Value {
@@ -100,11 +84,11 @@ fn a_healed_partition_converges_by_reconciliation() {
     // The partition: both sides work.
     work(&scene, &alice, &garden, "alice", PATCHES, true);
     work(&scene, &bob, &garden, "bob", PATCHES, false);
-    let on_a = patches(&alice, &garden).expect("A lists patches");
-    let on_b = patches(&bob, &garden).expect("B lists patches (store opened directly)");
-    assert!(on_a.iter().all(|(_, s)| s != "pending"), "A: {on_a:?}");
+    let on_a = patch_statuses(&alice, &garden).expect("A lists patches");
+    let on_b = patch_statuses(&bob, &garden).expect("B lists patches (store opened directly)");
+    assert!(on_a.values().all(|s| s != "pending"), "A: {on_a:?}");
     assert_eq!(
-        on_b.iter().filter(|(_, s)| s == "pending").count(),
+        on_b.values().filter(|s| *s == "pending").count(),
         PATCHES,
         "B: {on_b:?}"
     );
@@ -114,17 +98,20 @@ fn a_healed_partition_converges_by_reconciliation() {
     b.restart(&[&a.addr]);
     let (root_a, list) = wait_for("A and B to hold the same records", || {
         let (ra, rb) = (root(&alice, &garden)?, root(&bob, &garden)?);
-        let (pa, pb) = (patches(&alice, &garden)?, patches(&bob, &garden)?);
+        let (pa, pb) = (
+            patch_statuses(&alice, &garden)?,
+            patch_statuses(&bob, &garden)?,
+        );
         (ra == rb && pa == pb && pa.len() >= 2 * PATCHES).then_some((ra, pa))
     });
     assert_ne!(root_a, "");
     assert_eq!(
-        list.iter().filter(|(_, s)| s == "pending").count(),
+        list.values().filter(|s| *s == "pending").count(),
         PATCHES,
         "bob's patches are pending on both sides: {list:?}"
     );
     assert_eq!(
-        list.iter().filter(|(_, s)| s == "accepted").count(),
+        list.values().filter(|s| *s == "accepted").count(),
         list.len() - PATCHES,
         "alice's patches are accepted on both sides: {list:?}"
     );

@@ -95,23 +95,11 @@ impl T {
         T::Reindex,
     ];
 
-    /// The trees computed from the records, which a re-index clears and writes again.
-    pub const DERIVED: [T; 14] = [
-        T::LineageRecords,
-        T::Family,
-        T::Forks,
-        T::Children,
-        T::Validations,
-        T::Generations,
-        T::Status,
-        T::ByStatus,
-        T::Files,
-        T::Log,
-        T::Accumulators,
-        T::Lineages,
-        T::ForkBase,
-        T::BaseWaits,
-    ];
+    /// Whether the tree is computed from the records (everything but `meta`, `records`, and the
+    /// trees of the re-index): what a re-index clears and writes again.
+    pub fn is_derived(self) -> bool {
+        !matches!(self, T::Meta | T::Records | T::Damaged | T::Reindex)
+    }
 
     /// The sled tree's name.
     pub fn name(self) -> &'static str {

@@ -4,7 +4,7 @@
 //! A stored record can stop decoding: a bit rots on disk, or an older build stored something
 //! this one refuses. Reads that meet one note it ([`Ctx::damaged`]); the storage thread then runs
 //! [`reindex`] before it answers, and asks again ([`run_repairing`]). A re-index moves every
-//! record aside (to the `reindex` tree), clears the derived trees ([`T::DERIVED`]), and ingests
+//! record aside (to the `reindex` tree), clears the derived trees ([`T::is_derived`]), and ingests
 //! the records again in chunks through the ordinary ingest path; the records that do not decode
 //! go to the `damaged` tree with the reason, logged once, and are never read as records again.
 //! The node then simply lacks them, so catch-up fetches a good copy from a peer if one has it.
@@ -262,7 +262,7 @@ pub fn reindex(trees: &Trees, counters: &Counters) -> Result<(), StoreError> {
     if phase != Some(REINDEX_INGESTING) {
         set_phase(trees, Some(REINDEX_MOVING))?;
         move_aside(trees)?;
-        for t in T::DERIVED {
+        for t in T::ALL.into_iter().filter(|t| t.is_derived()) {
             trees.tree(t).clear().map_err(io)?;
         }
         let mut overlay = Overlay::new(trees);
@@ -277,28 +277,28 @@ pub fn reindex(trees: &Trees, counters: &Counters) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Runs `f` against the store. If it came upon stored records that do not decode, the store is
-/// re-indexed without them and, if `f` failed, `f` runs once more on the repaired store: the
-/// caller sees the answer of a store that simply lacks the damaged records.
+/// Runs the query `f` against the store. If it came upon stored records that do not decode, the
+/// store is re-indexed without them and `f` runs once more on the repaired store: the caller sees
+/// the answer of a store that simply lacks the damaged records. (Puts have their own retry, in
+/// `db.rs`, since a put that succeeded must not run twice.)
 pub fn run_repairing<R>(
     trees: &Trees,
     counters: &Counters,
     f: &dyn Fn(&mut Ctx<'_>) -> Result<R, StoreError>,
 ) -> Result<R, StoreError> {
-    let (result, damaged) = {
+    let damaged = {
         let mut ctx = Ctx::new(Overlay::new(trees), counters);
         let result = f(&mut ctx);
-        (result, ctx.damaged())
+        let damaged = ctx.damaged();
+        if damaged.is_empty() {
+            return result;
+        }
+        damaged
     };
-    if damaged.is_empty() {
-        return result;
-    }
+    tracing::debug!(target: "commons_store", records = damaged.len(), "a read came upon damaged records");
     if let Err(e) = reindex(trees, counters) {
         tracing::error!(target: "commons_store", error = %e, "re-indexing failed");
         return Err(e);
     }
-    match result {
-        Ok(v) => Ok(v),
-        Err(_) => f(&mut Ctx::new(Overlay::new(trees), counters)),
-    }
+    f(&mut Ctx::new(Overlay::new(trees), counters))
 }
