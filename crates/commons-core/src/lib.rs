@@ -11,6 +11,7 @@ pub mod incremental;
 pub mod keys;
 pub mod reconcile;
 pub mod record;
+mod rules;
 pub mod state;
 pub mod tree;
 

@@ -8,6 +8,7 @@ pub mod blobs;
 mod db;
 pub mod home;
 mod keys;
+mod lineage_backend;
 pub mod outboard;
 mod overlay;
 pub mod packs;

@@ -18,13 +18,14 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use commons_core::incremental::{self, StateBackend};
+use commons_core::incremental;
 use commons_core::state::{OrderKey, PatchStatus, RecordSet, Vote, VoteResult, count_votes};
-use commons_core::tree::{Accumulator, Outcome, TreeRead};
-use commons_core::{BlobHash, Charter, Kind, LineageId, Patch, Record, RecordId, Validation};
+use commons_core::tree::{Accumulator, Outcome};
+use commons_core::{Charter, Kind, LineageId, Patch, Record, RecordId, Validation};
 
 use crate::StoreError;
 use crate::keys::{self, LineageMeta, T, VoteValue};
+use crate::lineage_backend::Backend;
 use crate::overlay::Overlay;
 
 /// Work counters, for tests and benchmarks: they show how much history an update touched.
@@ -44,7 +45,7 @@ pub struct Counters {
     pub set_aside: AtomicU64,
 }
 
-fn bump(c: &AtomicU64, n: u64) {
+pub(crate) fn bump(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
@@ -61,11 +62,11 @@ pub fn corrupt(tree: T, reason: impl Into<String>) -> StoreError {
 pub struct Ctx<'a> {
     /// The pending writes.
     pub o: Overlay<'a>,
-    counters: &'a Counters,
+    pub(crate) counters: &'a Counters,
     metas: BTreeMap<LineageId, LineageMeta>,
     dirty_metas: BTreeSet<LineageId>,
     accs: BTreeMap<LineageId, Accumulator>,
-    records: HashMap<RecordId, Record>,
+    pub(crate) records: HashMap<RecordId, Record>,
     /// Stored records this context found that do not decode (id, reason): the caller then
     /// re-indexes the store without them (`repair.rs`).
     damaged: RefCell<Vec<(RecordId, String)>>,
@@ -97,7 +98,7 @@ impl<'a> Ctx<'a> {
 
     /// Decodes the bytes stored under `id` (without the signature check, see [`Ctx::record`]) and
     /// checks that they are the record of that id. Bytes that fail are noted as damaged.
-    fn decode_at(&self, id: &RecordId, bytes: &[u8]) -> Result<Record, StoreError> {
+    pub(crate) fn decode_at(&self, id: &RecordId, bytes: &[u8]) -> Result<Record, StoreError> {
         bump(&self.counters.records_decoded, 1);
         let reason = match Record::decode_stored(bytes) {
             Ok(r) if r.id() == *id => return Ok(r),
@@ -152,7 +153,7 @@ impl<'a> Ctx<'a> {
         Ok(Some(meta))
     }
 
-    fn meta_mut(&mut self, lineage: &LineageId) -> Result<&mut LineageMeta, StoreError> {
+    pub(crate) fn meta_mut(&mut self, lineage: &LineageId) -> Result<&mut LineageMeta, StoreError> {
         if self.meta(lineage)?.is_none() {
             return Err(corrupt(
                 T::Lineages,
@@ -583,7 +584,7 @@ impl<'a> Ctx<'a> {
     }
 
     fn backend(&mut self, lineage: LineageId) -> Backend<'_, 'a> {
-        Backend { ctx: self, lineage }
+        Backend::new(self, lineage)
     }
 
     fn set_status(
@@ -721,7 +722,10 @@ impl<'a> Ctx<'a> {
     }
 
     /// The accumulator of a lineage (cached for the batch).
-    fn accumulator(&mut self, lineage: &LineageId) -> Result<&mut Accumulator, StoreError> {
+    pub(crate) fn accumulator(
+        &mut self,
+        lineage: &LineageId,
+    ) -> Result<&mut Accumulator, StoreError> {
         if !self.accs.contains_key(lineage) {
             let acc = match self.o.get(T::Accumulators, lineage.as_bytes())? {
                 None => Accumulator::default(),
@@ -760,124 +764,4 @@ fn missing_from_base(rs: &RecordSet, heads: &[RecordId]) -> BTreeSet<RecordId> {
         }
     }
     missing
-}
-
-/// The incremental engine's view of one lineage's stored state.
-#[derive(Debug)]
-struct Backend<'c, 'a> {
-    ctx: &'c mut Ctx<'a>,
-    lineage: LineageId,
-}
-
-impl TreeRead for Backend<'_, '_> {
-    type Error = StoreError;
-
-    fn get(&self, path: &str) -> Result<Option<BlobHash>, StoreError> {
-        match self
-            .ctx
-            .o
-            .get(T::Files, &keys::file_key(&self.lineage, path))?
-        {
-            None => Ok(None),
-            Some(v) => keys::blob_value(&v)
-                .map(Some)
-                .ok_or_else(|| corrupt(T::Files, format!("blob of `{path}`"))),
-        }
-    }
-
-    fn under(&self, dir: &str, limit: usize) -> Result<Vec<String>, StoreError> {
-        let prefix = keys::file_key(&self.lineage, &format!("{dir}/"));
-        self.ctx
-            .o
-            .scan(T::Files, &prefix, &prefix, limit)?
-            .into_iter()
-            .map(|(k, _)| {
-                // Every key of the scan starts with the 32-byte lineage prefix.
-                String::from_utf8(k[32..].to_vec()).map_err(|_| corrupt(T::Files, "path not UTF-8"))
-            })
-            .collect()
-    }
-}
-
-impl StateBackend for Backend<'_, '_> {
-    fn set(&mut self, path: &str, blob: Option<BlobHash>) -> Result<(), StoreError> {
-        let key = keys::file_key(&self.lineage, path);
-        let existed = self.ctx.o.contains(T::Files, &key)?;
-        match blob {
-            Some(h) => self.ctx.o.insert(T::Files, key, h.as_bytes().to_vec()),
-            None => self.ctx.o.remove(T::Files, key),
-        }
-        let meta = self.ctx.meta_mut(&self.lineage)?;
-        match (existed, blob.is_some()) {
-            (false, true) => meta.files += 1,
-            (true, false) => meta.files = meta.files.saturating_sub(1),
-            _ => {}
-        }
-        Ok(())
-    }
-
-    fn accumulator(&mut self) -> Result<&mut Accumulator, StoreError> {
-        let lineage = self.lineage;
-        self.ctx.accumulator(&lineage)
-    }
-
-    fn log_from(&self, key: &OrderKey) -> Result<Vec<(OrderKey, Outcome)>, StoreError> {
-        let start = keys::log_key(&self.lineage, key);
-        let entries = self
-            .ctx
-            .o
-            .scan(T::Log, &start, self.lineage.as_bytes(), usize::MAX)?;
-        bump(&self.ctx.counters.log_entries_read, entries.len() as u64);
-        entries
-            .into_iter()
-            .map(|(k, v)| {
-                let key = keys::parse_log_key(&k).ok_or_else(|| corrupt(T::Log, "bad key"))?;
-                let o = keys::outcome_value(&v).ok_or_else(|| corrupt(T::Log, "bad outcome"))?;
-                Ok((key, o))
-            })
-            .collect()
-    }
-
-    fn log_get(&self, key: &OrderKey) -> Result<Option<Outcome>, StoreError> {
-        match self.ctx.o.get(T::Log, &keys::log_key(&self.lineage, key))? {
-            None => Ok(None),
-            Some(v) => keys::outcome_value(&v)
-                .map(Some)
-                .ok_or_else(|| corrupt(T::Log, "bad outcome")),
-        }
-    }
-
-    fn log_put(&mut self, key: &OrderKey, outcome: Outcome) -> Result<(), StoreError> {
-        self.ctx.o.insert(
-            T::Log,
-            keys::log_key(&self.lineage, key),
-            vec![outcome.to_byte()],
-        );
-        Ok(())
-    }
-
-    fn log_remove(&mut self, key: &OrderKey) -> Result<(), StoreError> {
-        self.ctx.o.remove(T::Log, keys::log_key(&self.lineage, key));
-        Ok(())
-    }
-
-    fn patch(&self, id: &RecordId) -> Result<Patch, StoreError> {
-        bump(&self.ctx.counters.patch_loads, 1);
-        // `patch` takes `&self`; read without filling the cache.
-        if let Some(r) = self.ctx.records.get(id) {
-            return r
-                .as_patch()
-                .cloned()
-                .ok_or_else(|| corrupt(T::Log, format!("{id} in the log is not a patch")));
-        }
-        let bytes =
-            self.ctx.o.get(T::Records, id.as_bytes())?.ok_or_else(|| {
-                corrupt(T::Log, format!("the log names {id}, which is not stored"))
-            })?;
-        let record = self.ctx.decode_at(id, &bytes)?;
-        record
-            .as_patch()
-            .cloned()
-            .ok_or_else(|| corrupt(T::Log, format!("{id} in the log is not a patch")))
-    }
 }
