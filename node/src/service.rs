@@ -256,7 +256,7 @@ impl Ctx {
     }
 
     async fn put_from_cli(&self, records: Vec<RecordBytes>) -> Response {
-        // Batch verification: the CLI sends whole histories at once (create --from, fork).
+        // The CLI sends whole histories at once (create --from, fork): verified on several threads.
         let bytes: Vec<&[u8]> = records.iter().map(|r| r.0.as_slice()).collect();
         let mut verified = Vec::with_capacity(records.len());
         for (i, r) in Record::decode_batch(&bytes).into_iter().enumerate() {

@@ -6,6 +6,7 @@
 //! `cargo nextest` alike. Set `COMMONS_BIN=/path/to/commons` to test another build.
 
 pub mod fixture;
+pub mod forge;
 pub mod net;
 
 use std::collections::BTreeMap;

@@ -118,8 +118,8 @@ pub fn judge(data: &[u8]) -> Judgement {
     }
 }
 
-/// Judges several gossip messages at once, as [`judge`] would one by one: the valid ones share
-/// one batch signature verification (`Record::decode_batch`, about half the cost per record).
+/// Judges several gossip messages at once, exactly as [`judge`] would one by one
+/// (`Record::decode_batch`: each signature strictly, spread over threads when there are many).
 pub fn judge_batch(data: &[&[u8]]) -> Vec<Judgement> {
     let sized: Vec<&[u8]> = data
         .iter()
