@@ -99,6 +99,10 @@ Examples:
         id: String,
         /// Where to write (must be absent or empty).
         dir: PathBuf,
+        /// Write the files whose content is here even if some are not (they are named, and the
+        /// working copy remembers them: they do not count as deleted).
+        #[arg(long)]
+        allow_missing: bool,
     },
     /// List the local changes of a working copy.
     #[command(
@@ -297,6 +301,10 @@ pub struct ValidateArgs {
     /// The commons to validate in [default: the one the patch was proposed to].
     #[arg(long = "in", value_name = "ID")]
     pub lineage: Option<String>,
+    /// Accept even if the content the patch adds is not in this home and no peer could give it
+    /// (checkouts of the commons then lack those files until someone provides them).
+    #[arg(long)]
+    pub without_content: bool,
 }
 
 /// `commons fork`.

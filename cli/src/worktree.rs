@@ -39,6 +39,10 @@ pub struct Checkout {
     pub root: StateRoot,
     /// The base tree.
     pub base: BTreeMap<String, BlobHash>,
+    /// Files of `base` that were not written because their content was not in the home
+    /// (`checkout --allow-missing`): absent on disk, they count as unchanged, not deleted.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub missing: BTreeSet<String>,
 }
 
 impl Checkout {
@@ -55,6 +59,16 @@ impl Checkout {
             heads,
             root,
             base,
+            missing: BTreeSet::new(),
+        }
+    }
+
+    /// Counts the files of `missing` that are still absent on disk as their base version.
+    pub fn fill_missing(&self, local: &mut BTreeMap<String, BlobHash>) {
+        for path in &self.missing {
+            if let Some(h) = self.base.get(path) {
+                local.entry(path.clone()).or_insert(*h);
+            }
         }
     }
 

@@ -33,7 +33,11 @@ pub fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Patches { id, status } => read::patches(ctx, &id, status),
         Command::Patch(PatchCommand::Show { patch }) => read::patch_show(ctx, &patch),
         Command::Lineage { id } => read::lineage(ctx, &id),
-        Command::Checkout { id, dir } => work::checkout(ctx, &id, &dir),
+        Command::Checkout {
+            id,
+            dir,
+            allow_missing,
+        } => work::checkout(ctx, &id, &dir, allow_missing),
         Command::Status { dir } => work::status(ctx, &dir),
         Command::Propose { dir, message } => work::propose(ctx, &dir, &message),
         Command::Update { dir } => work::update(ctx, &dir),

@@ -1,7 +1,7 @@
 //! `commons validate`: a maintainer's verdict on a patch.
 
 use commons_core::state::PatchStatus;
-use commons_core::{Body, LineageId, Record, RecordId, StateRoot, Validation, Verdict};
+use commons_core::{BlobHash, Body, LineageId, Record, RecordId, StateRoot, Validation, Verdict};
 use commons_store::LineageSummary;
 use serde::Serialize;
 
@@ -78,6 +78,29 @@ pub fn validate(ctx: &Ctx, args: ValidateArgs) -> Result<()> {
     } else {
         Verdict::Reject
     };
+    if verdict == Verdict::Accept && !args.without_content {
+        // Accepting content nobody can give makes every checkout of the commons fail: refuse
+        // unless this home holds it (a daemon first asks its peers for what is missing).
+        let added: Vec<(String, BlobHash)> = patch
+            .changes
+            .iter()
+            .filter_map(|c| Some((c.path.clone(), c.after?)))
+            .collect();
+        let (missing, asked_peers) =
+            crate::cmd::work::missing_blobs(backend, added.iter().map(|(p, h)| (p, h)))?;
+        if !missing.is_empty() {
+            return Err(CliError::refused(format!(
+                "patch {} adds content this home does not hold, so a checkout of \"{}\" would lack {} once it is accepted",
+                record.id().short(),
+                target.charter.name,
+                crate::cmd::work::some_paths(&missing)
+            ))
+            .hint(format!(
+                "{}; then validate again. To accept it anyway, add --without-content",
+                crate::cmd::work::where_to_get(asked_peers)
+            )));
+        }
+    }
     let validation = Record::sign(
         &identity.author,
         now_ms(),

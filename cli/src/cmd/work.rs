@@ -19,14 +19,18 @@ struct CheckedOut {
     name: String,
     dir: String,
     files: usize,
+    /// Files not written because their content is not in this home (`--allow-missing`).
+    missing: Vec<String>,
     root: StateRoot,
     heads: Vec<RecordId>,
 }
 
-fn check_blobs<'a>(
+/// The paths whose content is not in this home, after asking the daemon (if one runs) to fetch
+/// them from its peers; and whether peers were asked.
+pub(crate) fn missing_blobs<'a>(
     backend: &dyn Backend,
     hashes: impl IntoIterator<Item = (&'a String, &'a BlobHash)> + Clone,
-) -> Result<()> {
+) -> Result<(Vec<String>, bool)> {
     let mut missing = Vec::new();
     for (path, h) in hashes.clone() {
         if !backend.has_blob(h)? {
@@ -34,11 +38,11 @@ fn check_blobs<'a>(
         }
     }
     // A node whose blob policy is `lazy` holds patches without their files: its daemon fetches
-    // them now. What no peer had stays missing and is reported below.
+    // them now. What no peer had stays missing.
     let mut asked_peers = false;
     if let (Some(d), false) = (backend.daemon(), missing.is_empty()) {
         let wanted: BTreeSet<BlobHash> = missing.iter().map(|(_, h)| *h).collect();
-        // A failure shows below as the files still missing.
+        // A failure shows as the files still missing.
         let _ = d.fetch_blobs(wanted.into_iter().collect());
         asked_peers = true;
         missing.clear();
@@ -48,21 +52,47 @@ fn check_blobs<'a>(
             }
         }
     }
-    let missing: Vec<&str> = missing.into_iter().map(|(p, _)| p).collect();
+    Ok((
+        missing.into_iter().map(|(p, _)| p.to_owned()).collect(),
+        asked_peers,
+    ))
+}
+
+/// "N file(s): a, b, c, d, e, …".
+pub(crate) fn some_paths(paths: &[String]) -> String {
+    format!(
+        "{} file(s): {}{}",
+        paths.len(),
+        paths.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+        if paths.len() > 5 { ", …" } else { "" }
+    )
+}
+
+/// Where to get content that is missing.
+pub(crate) fn where_to_get(asked_peers: bool) -> &'static str {
+    if asked_peers {
+        "no connected peer could give them; connect to one that has them (`commons node connect ADDR`) or import a bundle that carries them (`commons bundle import FILE`)"
+    } else {
+        "import a bundle that carries the files (`commons bundle import FILE`), or start commonsd to fetch them from peers"
+    }
+}
+
+fn check_blobs<'a>(
+    backend: &dyn Backend,
+    hashes: impl IntoIterator<Item = (&'a String, &'a BlobHash)> + Clone,
+) -> Result<()> {
+    let (missing, asked_peers) = missing_blobs(backend, hashes)?;
     if missing.is_empty() {
         return Ok(());
     }
     Err(CliError::not_found(format!(
-        "the content of {} file(s) is not in this home: {}{}",
-        missing.len(),
-        missing.iter().take(5).copied().collect::<Vec<_>>().join(", "),
-        if missing.len() > 5 { ", …" } else { "" }
+        "the content of {} is not in this home",
+        some_paths(&missing)
     ))
-    .hint(if asked_peers {
-        "no connected peer could give them; connect to one that has them (`commons node connect ADDR`) or import a bundle that carries them (`commons bundle import FILE`); nothing was written"
-    } else {
-        "import a bundle that carries the files (`commons bundle import FILE`); nothing was written"
-    }))
+    .hint(format!(
+        "{}; nothing was written",
+        where_to_get(asked_peers)
+    )))
 }
 
 fn write_blob(backend: &dyn Backend, root: &Path, path: &str, hash: &BlobHash) -> Result<()> {
@@ -80,8 +110,8 @@ fn write_blob(backend: &dyn Backend, root: &Path, path: &str, hash: &BlobHash) -
     worktree::write_atomic(&target, &mut blob.reader)
 }
 
-/// `commons checkout ID DIR`.
-pub fn checkout(ctx: &Ctx, id: &str, dir: &Path) -> Result<()> {
+/// `commons checkout ID DIR [--allow-missing]`.
+pub fn checkout(ctx: &Ctx, id: &str, dir: &Path, allow_missing: bool) -> Result<()> {
     let backend = ctx.backend()?;
     let summary = resolve::lineage(backend, id)?;
     if !worktree::is_absent_or_empty(dir)? {
@@ -94,24 +124,39 @@ pub fn checkout(ctx: &Ctx, id: &str, dir: &Path) -> Result<()> {
         ));
     }
     let tree = backend.tree(&summary.lineage)?;
-    check_blobs(backend, &tree)?;
+    let missing: BTreeSet<String> = if allow_missing {
+        let (missing, asked_peers) = missing_blobs(backend, &tree)?;
+        if !missing.is_empty() {
+            note(&format!(
+                "the content of {} is not in this home and was not written; {} (then `commons update`)",
+                some_paths(&missing),
+                where_to_get(asked_peers)
+            ));
+        }
+        missing.into_iter().collect()
+    } else {
+        check_blobs(backend, &tree)?;
+        BTreeSet::new()
+    };
     fs::create_dir_all(dir)
         .map_err(|e| CliError::error(format!("cannot create {}: {e}", dir.display())))?;
-    for (path, hash) in &tree {
+    for (path, hash) in tree.iter().filter(|(p, _)| !missing.contains(*p)) {
         write_blob(backend, dir, path, hash)?;
     }
-    let meta = Checkout::new(
+    let mut meta = Checkout::new(
         summary.lineage,
         summary.fork_point.heads.clone(),
         summary.root,
         tree,
     );
+    meta.missing = missing;
     meta.save(dir)?;
     let out = CheckedOut {
         lineage: summary.lineage,
         name: summary.charter.name.clone(),
         dir: dir.display().to_string(),
-        files: meta.base.len(),
+        files: meta.base.len() - meta.missing.len(),
+        missing: meta.missing.iter().cloned().collect(),
         root: summary.root,
         heads: meta.heads.clone(),
     };
@@ -147,7 +192,8 @@ struct Local {
 
 fn local_state(dir: &Path) -> Result<Local> {
     let meta = Checkout::load(dir)?;
-    let (files, skipped) = worktree::scan(dir)?;
+    let (mut files, skipped) = worktree::scan(dir)?;
+    meta.fill_missing(&mut files);
     let changes = worktree::changes(&meta.base, &files);
     Ok(Local {
         meta,
@@ -410,6 +456,26 @@ pub fn update(ctx: &Ctx, dir: &Path) -> Result<()> {
         )));
     }
     check_blobs(backend, &writes)?;
+    // Files a checkout left out for want of their content: written now if it has come.
+    let still_missing: BTreeMap<String, BlobHash> = meta
+        .missing
+        .iter()
+        .filter_map(|p| {
+            Some((
+                p.clone(),
+                *new.get(p).filter(|h| Some(*h) == meta.base.get(p))?,
+            ))
+        })
+        .filter(|(p, _)| !writes.contains_key(p) && !worktree::disk_path(dir, p).exists())
+        .collect();
+    if !still_missing.is_empty() {
+        let (absent, _) = missing_blobs(backend, &still_missing)?;
+        for (p, h) in still_missing {
+            if !absent.contains(&p) {
+                writes.insert(p, h);
+            }
+        }
+    }
     for path in &removals {
         worktree::remove_file(dir, path)?;
     }
@@ -417,15 +483,24 @@ pub fn update(ctx: &Ctx, dir: &Path) -> Result<()> {
         write_blob(backend, dir, path, hash)?;
     }
     let up_to_date = writes.is_empty() && removals.is_empty() && meta.root == summary.root;
-    let new_meta = Checkout::new(
+    let mut new_meta = Checkout::new(
         summary.lineage,
         summary.fork_point.heads.clone(),
         summary.root,
         new,
     );
+    // Files still missing: unchanged by the update, so not written, and not on disk.
+    new_meta.missing = meta
+        .missing
+        .iter()
+        .filter(|p| new_meta.base.get(*p) == meta.base.get(*p) && !writes.contains_key(*p))
+        .filter(|p| !worktree::disk_path(dir, p).exists())
+        .cloned()
+        .collect();
     new_meta.save(dir)?;
     // What remains local after the move.
-    let (now_local, _) = worktree::scan(dir)?;
+    let (mut now_local, _) = worktree::scan(dir)?;
+    new_meta.fill_missing(&mut now_local);
     let kept: Vec<String> = worktree::changes(&new_meta.base, &now_local)
         .paths()
         .into_iter()
