@@ -145,14 +145,18 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let (gossip, gossip_rx) = mpsc::channel(GOSSIP_QUEUE);
     tokio::spawn(ingest_gossip(ctx.clone(), gossip_rx));
     let serve_permits = Arc::new(Semaphore::new(MAX_SERVE_TASKS));
+    // One stream per signal for the daemon's whole life: a signal that arrives while the loop is
+    // busy in an arm is kept until the next turn (a `ctrl_c()` future made anew each turn would
+    // not be listening then).
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(config.sync_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         tokio::select! {
             biased;
-            _ = tokio::signal::ctrl_c() => break,
+            _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             event = events.recv() => match event {
                 Some(event) => on_event(&ctx, event, &gossip, &serve_permits, &peer_id_str(&status)).await,

@@ -132,14 +132,20 @@ impl Daemon {
 
     /// Stops it with SIGTERM and waits for a clean exit; returns the exit code.
     pub fn stop(&mut self) -> i32 {
+        self.stop_with("TERM")
+    }
+
+    /// Stops it with `SIG<signal>` (`TERM`, `INT`) and waits for it to exit; returns the exit
+    /// code.
+    pub fn stop_with(&mut self, signal: &str) -> i32 {
         let Some(mut child) = self.child.take() else {
             return 0;
         };
         let sent = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args([&format!("-{signal}"), &child.id().to_string()])
             .status()
             .expect("run kill");
-        assert!(sent.success(), "kill -TERM failed");
+        assert!(sent.success(), "kill -{signal} failed");
         let status = wait_for("commonsd to stop", || child.try_wait().ok().flatten());
         status.code().unwrap_or(-1)
     }

@@ -1,6 +1,7 @@
 //! The CLI and the daemon together: `commons demo` plays the whole story across three real
 //! `commonsd` nodes on loopback and must end with the same state roots everywhere; and the
-//! node's commands say clearly, with exit code 7, when no daemon runs.
+//! node's commands say clearly, with exit code 7, when no daemon runs; and Ctrl-C stops a
+//! daemon cleanly.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -100,4 +101,25 @@ fn node_commands_need_a_running_daemon() {
 
     let help = alice.ok(["--help"]);
     assert!(help.contains("7  no daemon"), "{help}");
+}
+
+/// Ctrl-C (SIGINT) stops the daemon as SIGTERM does: it flushes the store, removes its socket
+/// and exits 0, and what it acknowledged is there when the CLI opens the store itself.
+#[test]
+fn ctrl_c_stops_the_daemon_cleanly() {
+    let scene = Scene::new(bin!());
+    let alice = scene.person("alice");
+    let mut d = commons_tests::net::Daemon::start(&daemon_bin!(), &alice.home, &[]);
+    let seeds = scene.write_tree("seeds", &[("a.txt", b"a\n")]);
+    alice.ok([
+        "create",
+        "Seeds",
+        "--license",
+        "MIT",
+        "--from",
+        commons_tests::utf8(&seeds),
+    ]);
+    assert_eq!(d.stop_with("INT"), 0, "a clean exit on SIGINT");
+    assert!(!alice.home.join("commonsd.sock").exists(), "socket removed");
+    assert!(alice.ok(["list"]).contains("Seeds"));
 }
