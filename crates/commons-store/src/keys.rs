@@ -126,6 +126,46 @@ impl T {
     }
 }
 
+/// Set in the kind byte of a `lineage_records` value that lists a patch's parents.
+const WITH_PARENTS: u8 = 0x80;
+
+/// A `lineage_records` value: the kind byte; for a patch, the kind byte with [`WITH_PARENTS`]
+/// set, then its parents (32 bytes each), so that a family's ids are listed from the index
+/// without decoding its records. Stores written before the parents were kept hold the plain
+/// kind byte for patches too.
+pub fn lineage_record_value(kind: commons_core::Kind, parents: &[RecordId]) -> Vec<u8> {
+    if kind != commons_core::Kind::Patch {
+        return vec![kind as u8];
+    }
+    let mut v = Vec::with_capacity(1 + 32 * parents.len());
+    v.push(kind as u8 | WITH_PARENTS);
+    for p in parents {
+        v.extend_from_slice(p.as_bytes());
+    }
+    v
+}
+
+/// The kind byte of a `lineage_records` value.
+pub fn lineage_record_kind(v: &[u8]) -> Option<u8> {
+    v.first().map(|k| k & !WITH_PARENTS)
+}
+
+/// The parents a `lineage_records` value holds: `None` for a patch indexed without them (by an
+/// earlier build) or a value of the wrong length, else the list (empty for charters and
+/// validations).
+pub fn lineage_record_parents(v: &[u8]) -> Option<Vec<RecordId>> {
+    match v {
+        [kind] if *kind == commons_core::Kind::Patch as u8 => None,
+        [_] => Some(Vec::new()),
+        [kind, rest @ ..] if kind & WITH_PARENTS != 0 && rest.len() % 32 == 0 => Some(
+            rest.chunks_exact(32)
+                .map(|c| RecordId(c.try_into().unwrap_or([0; 32])))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
 /// Two 32-byte ids, concatenated.
 pub fn pair(a: &[u8; 32], b: &[u8; 32]) -> Vec<u8> {
     let mut k = Vec::with_capacity(64);
@@ -370,6 +410,23 @@ pub fn u64_value(v: &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lineage_record_values_carry_a_patchs_parents() {
+        use commons_core::Kind;
+        let parents = [RecordId([1; 32]), RecordId([2; 32])];
+        let v = lineage_record_value(Kind::Patch, &parents);
+        assert_eq!(lineage_record_kind(&v), Some(Kind::Patch as u8));
+        assert_eq!(lineage_record_parents(&v), Some(parents.to_vec()));
+        let none = lineage_record_value(Kind::Patch, &[]);
+        assert_eq!(lineage_record_parents(&none), Some(vec![]));
+        // An earlier build's value for a patch: the parents must be read from the record.
+        assert_eq!(lineage_record_parents(&[Kind::Patch as u8]), None);
+        let charter = lineage_record_value(Kind::Charter, &[]);
+        assert_eq!(charter, vec![Kind::Charter as u8]);
+        assert_eq!(lineage_record_parents(&charter), Some(vec![]));
+        assert_eq!(lineage_record_parents(&v[..40]), None, "a cut value");
+    }
+
     use super::*;
 
     #[test]

@@ -366,14 +366,10 @@ impl Store {
     }
 
     /// The ids of [`Store::family_records`], sorted: what a peer lists when another catches up.
+    /// Read from an index, without decoding the family's records (see `query::family_ids`).
     pub fn family_ids(&self, family: &LineageId) -> Result<Vec<RecordId>, StoreError> {
-        let mut ids: Vec<RecordId> = self
-            .family_records(family)?
-            .iter()
-            .map(Record::id)
-            .collect();
-        ids.sort();
-        Ok(ids)
+        let family = *family;
+        self.read(move |ctx| query::family_ids(ctx, &family))
     }
 
     /// Number of records held.

@@ -105,17 +105,62 @@ pub fn lineages(ctx: &mut Ctx<'_>) -> Result<Vec<LineageSummary>, StoreError> {
 
 /// The records of a family: its charters (parents first), its patches and the present ancestors
 /// of those (parents first), then the validations naming its lineages (by time, then id).
-pub fn family_records(ctx: &mut Ctx<'_>, family: &LineageId) -> Result<Vec<Record>, StoreError> {
+/// The lineages whose records make up `family`'s: those the `family` index lists, or the family's
+/// own lineage alone while its family is not known; none without its charter.
+fn family_lineages(
+    ctx: &mut Ctx<'_>,
+    family: &LineageId,
+) -> Result<BTreeSet<LineageId>, StoreError> {
     let mut lineages: BTreeSet<LineageId> = ctx
         .second_ids(T::Family, family.as_bytes())?
         .into_iter()
         .map(LineageId)
         .collect();
-    if lineages.is_empty() {
-        if ctx.charter(family)?.is_none() {
-            return Ok(vec![]);
-        }
+    if lineages.is_empty() && ctx.charter(family)?.is_some() {
         lineages.insert(*family);
+    }
+    Ok(lineages)
+}
+
+/// The ids of [`family_records`], sorted, read from the `lineage_records` index: no record is
+/// decoded but the ancestors proposed to other families (and patches indexed before the index
+/// kept parents), so the work is one index entry per record of the family.
+pub fn family_ids(ctx: &mut Ctx<'_>, family: &LineageId) -> Result<Vec<RecordId>, StoreError> {
+    let mut ids: BTreeSet<RecordId> = BTreeSet::new();
+    let mut stack: Vec<RecordId> = Vec::new();
+    for l in family_lineages(ctx, family)? {
+        for (k, v) in ctx.o.scan_prefix(T::LineageRecords, l.as_bytes())? {
+            let id = RecordId(
+                keys::id_at(&k, 32).ok_or_else(|| corrupt(T::LineageRecords, "short key"))?,
+            );
+            match keys::lineage_record_parents(&v) {
+                Some(parents) => stack.extend(parents),
+                None => {
+                    if let Some(p) = ctx.patch(&id)? {
+                        stack.extend(p.parents);
+                    }
+                }
+            }
+            ids.insert(id);
+        }
+    }
+    // Ancestors outside the family's lineages: present patches only, as family_records has them.
+    while let Some(id) = stack.pop() {
+        if ids.contains(&id) {
+            continue;
+        }
+        if let Some(p) = ctx.patch(&id)? {
+            stack.extend(p.parents);
+            ids.insert(id);
+        }
+    }
+    Ok(ids.into_iter().collect())
+}
+
+pub fn family_records(ctx: &mut Ctx<'_>, family: &LineageId) -> Result<Vec<Record>, StoreError> {
+    let lineages = family_lineages(ctx, family)?;
+    if lineages.is_empty() {
+        return Ok(vec![]);
     }
     let mut charters = Vec::new();
     let mut patches: BTreeMap<RecordId, Record> = BTreeMap::new();

@@ -339,17 +339,23 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
-    fn index_lineage(&mut self, lineage: &LineageId, id: &RecordId, kind: Kind) {
+    fn index_lineage(
+        &mut self,
+        lineage: &LineageId,
+        id: &RecordId,
+        kind: Kind,
+        parents: &[RecordId],
+    ) {
         self.o.insert(
             T::LineageRecords,
             keys::pair(lineage.as_bytes(), id.as_bytes()),
-            vec![kind as u8],
+            keys::lineage_record_value(kind, parents),
         );
     }
 
     fn add_charter(&mut self, record: &Record, charter: &Charter) -> Result<(), StoreError> {
         let lineage = LineageId::from(record.id());
-        self.index_lineage(&lineage, &record.id(), Kind::Charter);
+        self.index_lineage(&lineage, &record.id(), Kind::Charter, &[]);
         let mut meta = LineageMeta::new(record.timestamp());
         meta.family = match &charter.fork {
             None => Some(lineage),
@@ -396,7 +402,7 @@ impl<'a> Ctx<'a> {
             let joined_set: BTreeSet<LineageId> = joined.iter().copied().collect();
             for l in &joined {
                 for (k, v) in self.o.scan_prefix(T::LineageRecords, l.as_bytes())? {
-                    if v.as_slice() != [Kind::Patch as u8] {
+                    if keys::lineage_record_kind(&v) != Some(Kind::Patch as u8) {
                         continue;
                     }
                     let p = RecordId(
@@ -415,7 +421,7 @@ impl<'a> Ctx<'a> {
     }
 
     fn add_patch(&mut self, id: RecordId, patch: &Patch) -> Result<(), StoreError> {
-        self.index_lineage(&patch.lineage, &id, Kind::Patch);
+        self.index_lineage(&patch.lineage, &id, Kind::Patch, &patch.parents);
         for parent in &patch.parents {
             self.o.insert(
                 T::Children,
@@ -504,7 +510,7 @@ impl<'a> Ctx<'a> {
     }
 
     fn add_validation(&mut self, record: &Record, v: &Validation) -> Result<(), StoreError> {
-        self.index_lineage(&v.lineage, &record.id(), Kind::Validation);
+        self.index_lineage(&v.lineage, &record.id(), Kind::Validation, &[]);
         let value = VoteValue {
             author: record.author(),
             timestamp: record.timestamp(),

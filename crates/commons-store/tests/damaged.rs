@@ -241,3 +241,28 @@ fn a_reindex_killed_midway_resumes_when_the_store_opens() {
         assert!(db.open_tree("reindex").unwrap().is_empty());
     }
 }
+
+/// Listing a family's ids (what a peer's `ListIds` and reconciliation read) decodes no record:
+/// the work is one index entry per record, whatever the records hold.
+#[test]
+fn a_familys_ids_are_listed_without_decoding_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = two_commons();
+    let store = Store::open(dir.path()).unwrap();
+    store.put(all.clone()).unwrap();
+    store.close().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let a = lineage_of(&all, "a");
+    let before = store.stats().records_decoded;
+    let ids = store.family_ids(&a).unwrap();
+    assert_eq!(store.stats().records_decoded, before, "no record decoded");
+    let want = all
+        .iter()
+        .filter(|r| match r.body() {
+            commons_core::Body::Charter(_) => LineageId::from(r.id()) == a,
+            commons_core::Body::Patch(p) => p.lineage == a,
+            commons_core::Body::Validation(v) => v.lineage == a,
+        })
+        .count();
+    assert_eq!(ids.len(), want);
+}

@@ -191,6 +191,20 @@ pub fn assert_all_lineages(store: &Store, all: &[Record], context: &str) {
     for s in lineages {
         let context = format!("{context}, lineage {}", s.charter.name);
         assert_matches_scratch(store, &s.lineage, &context);
+        // The family's ids, read from the index, are exactly those of its records.
+        let family = s.family.unwrap_or(s.lineage);
+        let mut want: Vec<RecordId> = store
+            .family_records(&family)
+            .unwrap()
+            .iter()
+            .map(Record::id)
+            .collect();
+        want.sort();
+        assert_eq!(
+            store.family_ids(&family).unwrap(),
+            want,
+            "{context}: family ids"
+        );
         let reference = rs.state(&s.lineage).expect("charter delivered");
         assert_state_eq(
             store,
