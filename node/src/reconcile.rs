@@ -3,11 +3,12 @@
 //!
 //! The responder is stateless: every round arrives with everything it needs, so answering is
 //! one call of [`commons_core::reconcile::Reconciler::receive`] on the family's ids. Building
-//! the set reads every record of the family and hashes every id once; the cache keeps the last
-//! few sets, keyed by family and the number of records in the whole store when the set was
-//! built. Records are never removed and the count moves only after a put is committed, so while
-//! it has not moved no family has changed, and a round finds its set without reading the
-//! family again (a session of a large family costs one read, not one per round).
+//! the set reads the family's ids from the store's index (no record decoded) and hashes every id
+//! once; the cache keeps the last few sets, keyed by family and the store's epoch
+//! (`Store::epoch`) when the set was built. The epoch moves whenever the set of stored records
+//! does (a committed put, a re-index), so while it has not moved no family has changed, and a
+//! round finds its set without reading the family again (a session of a large family costs one
+//! read, not one per round).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,7 +42,7 @@ impl Reconciliation {
     pub fn items(&self, store: &Store, family: LineageId) -> Result<Arc<SortedItems>, StoreError> {
         // Read before the family: a put committed meanwhile can only make the set newer than
         // its key says, never older.
-        let count = store.record_count()?;
+        let count = store.epoch();
         {
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(pos) = cache

@@ -313,6 +313,7 @@ fn commit_put(
     overlay.commit()?;
     if !ids.is_empty() {
         counters.stored_records.store(count, Ordering::Relaxed);
+        counters.epoch.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(target: "commons_store", new = ids.len(), "records stored");
     }
     Ok(ids)

@@ -378,6 +378,13 @@ impl Store {
         Ok(self.inner.counters.stored_records.load(Ordering::Relaxed))
     }
 
+    /// A number that changes whenever the set of stored records does (a put that stored
+    /// something, a re-index), and only then: what a cache of record sets is keyed by. Not
+    /// kept across opens.
+    pub fn epoch(&self) -> u64 {
+        self.inner.counters.epoch.load(Ordering::Relaxed)
+    }
+
     /// Patches listed in a lineage with their status, optionally only those with `status`.
     pub fn patches(
         &self,

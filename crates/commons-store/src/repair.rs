@@ -273,6 +273,7 @@ pub fn reindex(trees: &Trees, counters: &Counters) -> Result<(), StoreError> {
     }
     let (stored, set_aside) = ingest_again(trees, counters)?;
     set_phase(trees, None)?;
+    counters.epoch.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(target: "commons_store", stored, set_aside, ms = started.elapsed().as_millis() as u64, "store re-indexed");
     Ok(())
 }

@@ -43,6 +43,9 @@ pub struct Counters {
     pub stored_records: AtomicU64,
     /// Stored records found not to decode and set aside since the store was opened.
     pub set_aside: AtomicU64,
+    /// Bumped each time the set of stored records changes (a put that stored something, a
+    /// re-index): what caches of record sets are keyed by.
+    pub epoch: AtomicU64,
 }
 
 pub(crate) fn bump(c: &AtomicU64, n: u64) {
