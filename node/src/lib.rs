@@ -16,6 +16,7 @@ pub mod config;
 pub mod control;
 pub mod follows;
 pub mod reconcile;
+pub mod refused;
 pub mod service;
 #[cfg(test)]
 mod testing;

@@ -454,13 +454,15 @@ impl Ctx {
         let Ok(items) = blocking(move || reconcile.items(&store, family)).await else {
             return;
         };
-        let session = match self.net.reconcile(peer, family, &*items).await {
+        let mut session = match self.net.reconcile(peer, family, &*items).await {
             Ok(session) => session,
             Err(e) => {
                 tracing::debug!(target: "commons_node::sync", %peer, error = %e, "reconcile failed");
                 return;
             }
         };
+        self.reconcile
+            .skip_refused(peer, &mut session.need, Instant::now());
         self.reconcile.record(&session);
         tracing::debug!(
             target: "commons_node::sync",
@@ -631,6 +633,9 @@ impl Ctx {
                 let blobs: Vec<BlobHash> = p.changes.iter().filter_map(|c| c.after).collect();
                 if !self.fetch_blobs(from, &blobs, report).await {
                     tracing::debug!(target: "commons_node::sync", id = %record.id(), "blobs missing; patch left for a later round");
+                    if let Some(peer) = from {
+                        self.reconcile.refused(peer, record.id(), Instant::now());
+                    }
                     continue;
                 }
             }

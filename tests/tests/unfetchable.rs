@@ -126,3 +126,79 @@ fn content_nobody_holds_is_not_accepted_or_checked_out_by_accident() {
     alice.ok(["checkout", &garden, utf8(&fresh)]);
     assert_eq!(read_tree(&fresh), read_tree(&wc));
 }
+
+/// A patch whose content no peer gives is left out of a catch-up, and remembered: the next
+/// rounds do not ask for it (and its blobs) again, where each round used to count it missing
+/// anew and fetch it again.
+#[test]
+fn a_patch_refused_for_missing_content_is_not_asked_for_every_round() {
+    use commons_tests::net::{Daemon, converge, wait_for};
+    let scene = Scene::new(bin!());
+    let (alice, bob) = (scene.person("alice"), scene.person("bob"));
+    let d = commons_tests::daemon_bin!();
+    let a = Daemon::start(&d, &alice.home, &[]);
+    let _b = Daemon::start(&d, &bob.home, &[&a.addr]);
+    let src = scene.write_tree("src", &[("README.md", b"A garden\n")]);
+    let garden = alice
+        .ok([
+            "create",
+            "garden",
+            "--license",
+            "CC0-1.0",
+            "--from",
+            utf8(&src),
+        ])
+        .trim()
+        .to_owned();
+    let lineage: LineageId = garden.parse().expect("id");
+    let ghost = Record::sign(
+        &SecretKey::from_seed([78; 32]),
+        5,
+        Body::Patch(Patch {
+            lineage,
+            parents: vec![],
+            changes: vec![Change {
+                path: "ghost.txt".into(),
+                before: None,
+                after: Some(BlobHash::of(GHOST)),
+            }],
+            message: "no content".into(),
+        }),
+    )
+    .expect("sign");
+    let ghost_id = ghost.id().to_hex();
+    import(&alice, &scene.path("ghost.bundle"), &[ghost], &[]);
+    assert!(
+        alice.run(["patch", "show", &ghost_id]).code == 0,
+        "alice holds it"
+    );
+
+    bob.ok(["follow", &garden]);
+    converge(&garden, &alice, &[&bob]);
+    let reconcile = |p: &Person| p.json(["node", "status"])["reconcile"].clone();
+    let first = wait_for("bob to have tried the ghost patch once", || {
+        let r = reconcile(&bob);
+        (r["missing"].as_u64()? >= 1).then_some(r)
+    });
+    for _ in 0..3 {
+        bob.ok(["sync", &garden]);
+    }
+    let after = reconcile(&bob);
+    assert!(
+        after["sessions"].as_u64() > first["sessions"].as_u64(),
+        "more rounds ran: {first} then {after}"
+    );
+    assert_eq!(
+        after["missing"], first["missing"],
+        "the refused patch was not counted missing again: {first} then {after}"
+    );
+    assert!(
+        after["skipped"].as_u64().unwrap_or(0) >= 3,
+        "each round skipped it: {after}"
+    );
+    assert_ne!(
+        bob.run(["patch", "show", &ghost_id]).code,
+        0,
+        "bob did not store it"
+    );
+}

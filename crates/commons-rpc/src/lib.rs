@@ -234,6 +234,9 @@ pub struct ReconcileStats {
     pub missing: u64,
     /// Reconciliation rounds answered for peers.
     pub served: u64,
+    /// Missing ids not asked for because their content could not be fetched a short while ago.
+    #[serde(default)]
+    pub skipped: u64,
 }
 
 /// Blob downloads since the daemon started (verified streaming, see `docs/protocol.md`).
