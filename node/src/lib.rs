@@ -18,6 +18,7 @@ pub mod follows;
 pub mod reconcile;
 pub mod refused;
 pub mod service;
+mod sync;
 #[cfg(test)]
 mod testing;
 
