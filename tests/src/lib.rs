@@ -94,6 +94,22 @@ impl Scene {
         }
     }
 
+    /// `p` founds a commons named `name` from `files` (written under `src-NAME`), license
+    /// CC-BY-SA-4.0; returns its id.
+    pub fn found(&self, p: &Person, name: &str, files: &[(&str, &[u8])]) -> String {
+        let dir = self.write_tree(&format!("src-{name}"), files);
+        p.ok([
+            "create",
+            name,
+            "--license",
+            "CC-BY-SA-4.0",
+            "--from",
+            utf8(&dir),
+        ])
+        .trim()
+        .to_owned()
+    }
+
     /// Writes files (path → content) under `rel`.
     pub fn write_tree(&self, rel: &str, files: &[(&str, &[u8])]) -> PathBuf {
         let root = self.path(rel);
@@ -228,6 +244,33 @@ pub fn patch_statuses(p: &Person, lineage: &str) -> Option<BTreeMap<String, Stri
             .map(|x| (str_of(&x["patch"]), str_of(&x["status"])))
             .collect(),
     )
+}
+
+/// A patch that adds one file, signed by the key of `seed`: what a test hands a node as
+/// somebody else's work (the file's content is named by hash, not given).
+pub fn one_file_patch(
+    seed: u8,
+    timestamp: u64,
+    lineage: commons_core::LineageId,
+    path: &str,
+    content: &[u8],
+    message: &str,
+) -> commons_core::Record {
+    commons_core::Record::sign(
+        &commons_core::SecretKey::from_seed([seed; 32]),
+        timestamp,
+        commons_core::Body::Patch(commons_core::Patch {
+            lineage,
+            parents: vec![],
+            changes: vec![commons_core::Change {
+                path: path.into(),
+                before: None,
+                after: Some(BlobHash::of(content)),
+            }],
+            message: message.into(),
+        }),
+    )
+    .expect("a valid one-file patch")
 }
 
 /// A path as `&str`, for command-line arguments (test paths are UTF-8).

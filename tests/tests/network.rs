@@ -22,20 +22,6 @@ fn status(p: &Person, lineage: &str, patch: &str) -> Option<String> {
         .map(|x| str_of(&x["status"]))
 }
 
-fn create(scene: &Scene, p: &Person, name: &str, files: &[(&str, &[u8])]) -> String {
-    let dir = scene.write_tree(&format!("src-{name}"), files);
-    p.ok([
-        "create",
-        name,
-        "--license",
-        "CC-BY-SA-4.0",
-        "--from",
-        dir.to_str().expect("utf-8"),
-    ])
-    .trim()
-    .to_owned()
-}
-
 /// Checks `lineage` out in `p`'s home, writes `file`, proposes it; returns the patch id.
 fn propose(scene: &Scene, p: &Person, lineage: &str, file: &str, content: &[u8]) -> String {
     let wc = scene.path(&format!("wc-{}-{}", p.name, file.replace('/', "_")));
@@ -76,7 +62,7 @@ fn a_patch_crosses_a_line_of_nodes_and_its_validation_comes_back() {
     let b = Daemon::start_with(&d, &carol.home, &[&a.addr], &fixed);
     let c = Daemon::start_with(&d, &bob.home, &[&b.addr], &fixed);
 
-    let garden = create(&scene, &alice, "garden", &[("README.md", b"A garden\n")]);
+    let garden = scene.found(&alice, "garden", &[("README.md", b"A garden\n")]);
     carol.ok(["follow", &garden]);
     wait_for("B to hold the commons", || root(&carol, &garden));
     bob.ok(["follow", &garden]);
@@ -125,7 +111,7 @@ fn a_late_joiner_and_a_restarted_node_catch_up() {
     let a = Daemon::start(&d, &alice.home, &[]);
     let mut b = Daemon::start(&d, &bea.home, &[&a.addr]);
 
-    let garden = create(&scene, &alice, "garden", &[("README.md", b"A garden\n")]);
+    let garden = scene.found(&alice, "garden", &[("README.md", b"A garden\n")]);
     bea.ok(["follow", &garden]);
     converge(&garden, &alice, &[&bea]);
     assert_eq!(b.stop(), 0, "B stops cleanly on SIGTERM");
@@ -179,7 +165,7 @@ fn hostile_gossip_is_refused_and_penalised() {
     let a = Daemon::start(&d, &alice.home, &[]);
     let b = Daemon::start(&d, &carol.home, &[&a.addr]);
     let _c = Daemon::start(&d, &bob.home, &[&b.addr]);
-    let garden = create(&scene, &alice, "garden", &[("README.md", b"A garden\n")]);
+    let garden = scene.found(&alice, "garden", &[("README.md", b"A garden\n")]);
     carol.ok(["follow", &garden]);
     wait_for("B to hold the commons", || root(&carol, &garden));
     bob.ok(["follow", &garden]);
@@ -301,8 +287,7 @@ fn a_fork_propagates_and_brings_its_base() {
     let d = daemon_bin!();
     let a = Daemon::start(&d, &alice.home, &[]);
     let b = Daemon::start(&d, &carol.home, &[&a.addr]);
-    let garden = create(
-        &scene,
+    let garden = scene.found(
         &alice,
         "garden",
         &[

@@ -163,18 +163,7 @@ fn torsioned_signatures_among_valid_ones_strike_no_honest_node() {
     let b = Daemon::start_with(&d, &carol.home, &[&a.addr], &fixed);
     let c = Daemon::start_with(&d, &bob.home, &[&b.addr], &fixed);
     let content = b"A garden\n";
-    let src = scene.write_tree("src", &[("README.md", content)]);
-    let garden = alice
-        .ok([
-            "create",
-            "garden",
-            "--license",
-            "CC0-1.0",
-            "--from",
-            commons_tests::utf8(&src),
-        ])
-        .trim()
-        .to_owned();
+    let garden = scene.found(&alice, "garden", &[("README.md", content)]);
     carol.ok(["follow", &garden]);
     bob.ok(["follow", &garden]);
     converge(&garden, &alice, &[&carol, &bob]);

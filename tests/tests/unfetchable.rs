@@ -8,8 +8,8 @@ use std::fs;
 use std::path::Path;
 
 use commons_cli::bundle::BundleWriter;
-use commons_core::{BlobHash, Body, Change, LineageId, Patch, Record, SecretKey};
-use commons_tests::{Person, Scene, bin, read_tree, str_of, utf8};
+use commons_core::{BlobHash, LineageId, Record};
+use commons_tests::{Person, Scene, bin, one_file_patch, read_tree, str_of, utf8};
 
 const GHOST: &[u8] = b"content that nobody has given\n";
 
@@ -54,21 +54,7 @@ fn content_nobody_holds_is_not_accepted_or_checked_out_by_accident() {
 
     // Someone proposes a file whose content they never gave to anyone.
     let lineage: LineageId = garden.parse().expect("id");
-    let ghost = Record::sign(
-        &SecretKey::from_seed([77; 32]),
-        5,
-        Body::Patch(Patch {
-            lineage,
-            parents: vec![],
-            changes: vec![Change {
-                path: "beds/ghost.txt".into(),
-                before: None,
-                after: Some(BlobHash::of(GHOST)),
-            }],
-            message: "a file without its content".into(),
-        }),
-    )
-    .expect("sign");
+    let ghost = one_file_patch(77, 5, lineage, "beds/ghost.txt", GHOST, "no content given");
     let id = ghost.id().to_hex();
     import(&alice, &scene.path("ghost.bundle"), &[ghost], &[]);
 
@@ -138,34 +124,9 @@ fn a_patch_refused_for_missing_content_is_not_asked_for_every_round() {
     let d = commons_tests::daemon_bin!();
     let a = Daemon::start(&d, &alice.home, &[]);
     let _b = Daemon::start(&d, &bob.home, &[&a.addr]);
-    let src = scene.write_tree("src", &[("README.md", b"A garden\n")]);
-    let garden = alice
-        .ok([
-            "create",
-            "garden",
-            "--license",
-            "CC0-1.0",
-            "--from",
-            utf8(&src),
-        ])
-        .trim()
-        .to_owned();
+    let garden = scene.found(&alice, "garden", &[("README.md", b"A garden\n")]);
     let lineage: LineageId = garden.parse().expect("id");
-    let ghost = Record::sign(
-        &SecretKey::from_seed([78; 32]),
-        5,
-        Body::Patch(Patch {
-            lineage,
-            parents: vec![],
-            changes: vec![Change {
-                path: "ghost.txt".into(),
-                before: None,
-                after: Some(BlobHash::of(GHOST)),
-            }],
-            message: "no content".into(),
-        }),
-    )
-    .expect("sign");
+    let ghost = one_file_patch(78, 5, lineage, "ghost.txt", GHOST, "no content given");
     let ghost_id = ghost.id().to_hex();
     import(&alice, &scene.path("ghost.bundle"), &[ghost], &[]);
     assert!(
