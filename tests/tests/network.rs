@@ -150,8 +150,9 @@ fn a_late_joiner_and_a_restarted_node_catch_up() {
     );
 }
 
-/// Test 4. A hostile peer publishes a record with a bad signature, a record over the size limit and
-/// garbage: none is stored or forwarded, the hostile peer is penalised, and an honest patch
+/// Test 4. A hostile peer publishes a record with a bad signature, a record over the size limit,
+/// garbage, and a valid record on the topic of a lineage it does not name: none is stored or
+/// forwarded, the hostile peer is penalised, and an honest patch
 /// published at the same time arrives everywhere.
 #[test]
 fn hostile_gossip_is_refused_and_penalised() {
@@ -201,6 +202,15 @@ fn hostile_gossip_is_refused_and_penalised() {
     let mut bad_sig = forged.bytes().to_vec();
     let last = bad_sig.len() - 1;
     bad_sig[last] ^= 0x01;
+    // A valid patch of a commons nobody here follows, sent on garden's topic.
+    let elsewhere = commons_tests::one_file_patch(
+        66,
+        2,
+        LineageId([0x5e; 32]),
+        "elsewhere.txt",
+        b"A garden\n",
+        "not for this topic",
+    );
     let mut oversized = vec![1u8, 1u8];
     oversized.resize(200 * 1024, 7);
     let garbage: Vec<u8> = (0..3000u32).map(|i| (i * 7919 % 251) as u8).collect();
@@ -213,6 +223,7 @@ fn hostile_gossip_is_refused_and_penalised() {
                 ("bad-sig", &bad_sig),
                 ("oversized", &oversized),
                 ("garbage", &garbage),
+                ("wrong-topic", &elsewhere.bytes().to_vec()),
             ]
             .map(|(name, bytes)| {
                 let file = scene.path(name);
@@ -258,7 +269,7 @@ fn hostile_gossip_is_refused_and_penalised() {
     let _ = hostile.wait();
     let printed = lines.join().expect("reader");
     assert!(
-        printed.iter().any(|l| l == "published 3"),
+        printed.iter().any(|l| l == "published 4"),
         "the hostile peer published its payloads: {printed:?}"
     );
 
@@ -270,6 +281,7 @@ fn hostile_gossip_is_refused_and_penalised() {
             .expect("count");
         assert_eq!(n, before + 1, "{} holds only the honest patch more", p.name);
         assert_ne!(p.run(["patch", "show", &forged_id]).code, 0);
+        assert_ne!(p.run(["patch", "show", &elsewhere.id().to_hex()]).code, 0);
     }
     converge(&garden, &alice, &[&carol, &bob]);
 }

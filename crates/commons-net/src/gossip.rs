@@ -89,6 +89,29 @@ pub enum RejectReason {
     /// The bytes are not a valid, correctly signed record.
     #[error(transparent)]
     Invalid(DecodeError),
+    /// A valid record on the topic of a lineage it does not name: no honest node publishes it
+    /// there (see [`lineages_of`]), so its sender put it there.
+    #[error("record {record} was sent on the topic of lineage {topic}, which it does not name")]
+    WrongTopic {
+        /// The record.
+        record: RecordId,
+        /// The lineage of the topic it came on.
+        topic: LineageId,
+    },
+}
+
+/// The verdict on a record that came on `topic`'s topic: a valid record is accepted only there
+/// where [`lineages_of`] publishes it; anywhere else it is refused, and its sender penalised.
+pub fn on_topic(judgement: Judgement, topic: LineageId) -> Judgement {
+    match judgement {
+        Judgement::Accept(record) if !lineages_of(&record).contains(&topic) => {
+            Judgement::Reject(RejectReason::WrongTopic {
+                record: record.id(),
+                topic,
+            })
+        }
+        other => other,
+    }
 }
 
 impl Judgement {
@@ -171,6 +194,27 @@ mod tests {
         assert_eq!(message_id(r.bytes()), r.id().0.to_vec());
         assert_eq!(record_id_of_bytes(&[1, 2, 3]), None);
         assert_eq!(message_id(&[1, 2, 3]).len(), 32);
+    }
+
+    #[test]
+    fn a_record_is_accepted_only_on_the_topic_of_a_lineage_it_names() {
+        let (l, other) = (LineageId([7; 32]), LineageId([8; 32]));
+        let r = patch(&SecretKey::from_seed([1; 32]), l);
+        assert!(matches!(
+            on_topic(judge(r.bytes()), l),
+            Judgement::Accept(_)
+        ));
+        match on_topic(judge(r.bytes()), other) {
+            Judgement::Reject(RejectReason::WrongTopic { record, topic }) => {
+                assert_eq!((record, topic), (r.id(), other));
+            }
+            j => panic!("on another lineage's topic: {j:?}"),
+        }
+        // A verdict that is not an acceptance stands.
+        assert!(matches!(
+            on_topic(judge(&[1, 2, 3]), l),
+            Judgement::Reject(_)
+        ));
     }
 
     #[test]

@@ -616,6 +616,10 @@ impl NetTask {
     ) {
         let lineage = gossip::lineage_of_topic(&message.topic);
         // Messages only arrive on topics we subscribed to, all of which are lineage topics.
+        let judgement = match lineage {
+            Some(topic) => gossip::on_topic(judgement, topic),
+            None => judgement,
+        };
         let acceptance = match lineage {
             Some(_) => judgement.acceptance(),
             None => MessageAcceptance::Ignore,
