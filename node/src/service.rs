@@ -306,6 +306,7 @@ impl Ctx {
             blobs: self.blobs.report(),
             reconcile: self.reconcile.report(),
             damaged,
+            refused: status.refused.clone(),
         })
     }
 

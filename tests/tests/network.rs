@@ -215,34 +215,44 @@ fn hostile_gossip_is_refused_and_penalised() {
     oversized.resize(200 * 1024, 7);
     let garbage: Vec<u8> = (0..3000u32).map(|i| (i * 7919 % 251) as u8).collect();
 
-    let mut hostile = Command::new(env!("CARGO_BIN_EXE_hostile-peer"))
-        .arg(&b.addr)
-        .arg(&garden)
-        .args(
-            [
-                ("bad-sig", &bad_sig),
-                ("oversized", &oversized),
-                ("garbage", &garbage),
-                ("wrong-topic", &elsewhere.bytes().to_vec()),
-            ]
+    // Two hostile peers: one sends the invalid payloads (it is banned at the second), the other
+    // only the record on the wrong topic (one strike, so it is judged whatever the first did).
+    let spawn_hostile = |payloads: &[(&str, &[u8])]| {
+        let files: Vec<std::path::PathBuf> = payloads
+            .iter()
             .map(|(name, bytes)| {
                 let file = scene.path(name);
                 fs::write(&file, bytes).expect("write payload");
                 file
-            }),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the hostile peer");
-    let hostile_out = hostile.stdout.take().expect("stdout");
-    let lines = std::thread::spawn(move || {
-        use std::io::BufRead;
-        std::io::BufReader::new(hostile_out)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<String>>()
-    });
+            })
+            .collect();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hostile-peer"))
+            .arg(&b.addr)
+            .arg(&garden)
+            .args(&files)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start a hostile peer");
+        let out = child.stdout.take().expect("stdout");
+        let lines = std::thread::spawn(move || {
+            use std::io::BufRead;
+            std::io::BufReader::new(out)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<String>>()
+        });
+        (child, lines)
+    };
+    let elsewhere_bytes = elsewhere.bytes().to_vec();
+    let hostile = [
+        spawn_hostile(&[
+            ("bad-sig", &bad_sig),
+            ("oversized", &oversized),
+            ("garbage", &garbage),
+        ]),
+        spawn_hostile(&[("wrong-topic", &elsewhere_bytes)]),
+    ];
     // Meanwhile an honest patch from C.
     let patch = propose(&scene, &bob, &garden, "honest.txt", b"honest work\n");
     wait_for("the honest patch to reach A", || {
@@ -265,13 +275,27 @@ fn hostile_gossip_is_refused_and_penalised() {
             .then_some(())
     };
     wait_for("B to penalise the hostile peer", hostile_penalised);
-    drop(hostile.stdin.take());
-    let _ = hostile.wait();
-    let printed = lines.join().expect("reader");
+    // B counted each refusal by kind, and says so in `node status`.
+    let refused = wait_for("B to count the refusals", || {
+        let r = carol.json(["node", "status"])["refused"].clone();
+        ["bad signature", "oversized", "wrong topic"]
+            .iter()
+            .all(|kind| r[*kind].as_u64() >= Some(1))
+            .then_some(r)
+    });
     assert!(
-        printed.iter().any(|l| l == "published 4"),
-        "the hostile peer published its payloads: {printed:?}"
+        carol.ok(["node", "status"]).contains("refused "),
+        "{refused}"
     );
+    for ((mut child, lines), sent) in hostile.into_iter().zip([3, 1]) {
+        drop(child.stdin.take());
+        let _ = child.wait();
+        let printed = lines.join().expect("reader");
+        assert!(
+            printed.iter().any(|l| *l == format!("published {sent}")),
+            "the hostile peer published its payloads: {printed:?}"
+        );
+    }
 
     // Nothing of it was stored anywhere: each node holds exactly one more record (the honest
     // patch), and the forged id is unknown.

@@ -131,6 +131,15 @@ pub fn status(ctx: &Ctx) -> Result<()> {
             human_bytes(s.store_bytes),
             plural(s.records, "record", "records")
         ));
+        if !s.refused.is_empty() {
+            let total: u64 = s.refused.values().sum();
+            let kinds: Vec<String> = s.refused.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            t.push_str(&format!(
+                "refused    {} ({})\n",
+                plural(total, "gossip message", "gossip messages"),
+                kinds.join(", ")
+            ));
+        }
         if s.damaged.count > 0 {
             t.push_str(&format!(
                 "damaged    {} did not decode and {} set aside (fetched again when a peer has {}):\n",

@@ -100,6 +100,21 @@ pub enum RejectReason {
     },
 }
 
+impl RejectReason {
+    /// A short name of the kind of refusal, for counters: `oversized`, `bad signature`,
+    /// `wrong topic`, or `malformed` (anything else a decoder refuses).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RejectReason::TooLarge { .. } | RejectReason::Invalid(DecodeError::TooLarge { .. }) => {
+                "oversized"
+            }
+            RejectReason::Invalid(DecodeError::BadSignature { .. }) => "bad signature",
+            RejectReason::WrongTopic { .. } => "wrong topic",
+            RejectReason::Invalid(_) => "malformed",
+        }
+    }
+}
+
 /// The verdict on a record that came on `topic`'s topic: a valid record is accepted only there
 /// where [`lineages_of`] publishes it; anywhere else it is refused, and its sender penalised.
 pub fn on_topic(judgement: Judgement, topic: LineageId) -> Judgement {

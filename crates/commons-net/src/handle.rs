@@ -93,6 +93,8 @@ pub struct NetStatus {
     pub banned: Vec<PeerId>,
     /// Events dropped because the node did not take them fast enough.
     pub dropped_events: u64,
+    /// Gossip messages refused since the start, by kind (`gossip::RejectReason::kind`).
+    pub refused: std::collections::BTreeMap<String, u64>,
 }
 
 /// What is known about one connected peer.

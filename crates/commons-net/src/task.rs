@@ -6,7 +6,7 @@
 //! and are counted when dropped, so a slow node can never stall the network (it catches up by
 //! sync), and a node waiting on a command reply can never deadlock with the task.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use commons_core::LineageId;
@@ -28,6 +28,8 @@ use crate::handle::{
 };
 use crate::penalty::{Penalties, Strike};
 use crate::wire::{SyncRequest, SyncResponse};
+
+mod discovery;
 
 /// Commands waiting for the task. The node's callers each wait for their reply, so this holds at
 /// most one command per concurrent caller; 256 callers at once is far beyond a daemon's needs.
@@ -132,6 +134,8 @@ pub(crate) struct NetTask {
     announce_after_bootstrap: bool,
     /// Gossip messages received and not judged yet (see [`NetTask::judge_gossip`]).
     gossip_waiting: Vec<(PeerId, MessageId, gossipsub::Message)>,
+    /// Gossip messages refused since the start, by kind of refusal (a handful of kinds).
+    refused: BTreeMap<&'static str, u64>,
 }
 
 impl NetTask {
@@ -160,6 +164,7 @@ impl NetTask {
             connections: HashMap::new(),
             announce_after_bootstrap: true,
             gossip_waiting: Vec::new(),
+            refused: BTreeMap::new(),
         }
     }
 
@@ -307,6 +312,11 @@ impl NetTask {
             followed: self.followed.iter().copied().collect(),
             banned: self.penalties.banned().copied().collect(),
             dropped_events: self.events.dropped,
+            refused: self
+                .refused
+                .iter()
+                .map(|(k, n)| ((*k).to_owned(), *n))
+                .collect(),
         }
     }
 
@@ -640,6 +650,7 @@ impl NetTask {
             }
             (Judgement::Reject(reason), _) => {
                 tracing::warn!(target: "commons_net", peer = %source, topic = %message.topic, %reason, "invalid gossip rejected");
+                *self.refused.entry(reason.kind()).or_default() += 1;
                 self.strike(source, &reason.to_string());
             }
             (Judgement::Ignore(reason), _) => {
@@ -709,125 +720,6 @@ impl NetTask {
         };
         if let Some(reply) = self.outbound.remove(&id) {
             let _ = reply.send(Err(FetchError::Failed { peer, failure }));
-        }
-    }
-
-    // ----- discovery -----
-
-    fn on_kad(&mut self, event: kad::Event) {
-        match event {
-            kad::Event::OutboundQueryProgressed {
-                id,
-                result: kad::QueryResult::GetProviders(result),
-                step,
-                ..
-            } => self.on_providers(id, result, step.last),
-            kad::Event::OutboundQueryProgressed {
-                result: kad::QueryResult::StartProviding(Err(e)),
-                ..
-            } => {
-                tracing::debug!(target: "commons_net", error = %e, "provider announcement incomplete")
-            }
-            kad::Event::OutboundQueryProgressed {
-                result: kad::QueryResult::Bootstrap(Ok(ok)),
-                ..
-            } if ok.num_remaining == 0 => self.on_bootstrapped(),
-            other => tracing::trace!(target: "commons_net", event = ?other, "kademlia event"),
-        }
-    }
-
-    fn on_bootstrapped(&mut self) {
-        if !std::mem::take(&mut self.announce_after_bootstrap) {
-            return;
-        }
-        let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() else {
-            return;
-        };
-        for lineage in &self.followed {
-            if let Err(e) = kad.start_providing(provider_key(lineage)) {
-                tracing::warn!(target: "commons_net", %lineage, error = %e, "cannot announce as provider");
-            }
-        }
-        tracing::debug!(target: "commons_net", lineages = self.followed.len(), "followed lineages announced after bootstrap");
-    }
-
-    fn on_providers(&mut self, id: kad::QueryId, result: kad::GetProvidersResult, last: bool) {
-        let Some(query) = self.queries.get_mut(&id) else {
-            return;
-        };
-        let local = *self.swarm.local_peer_id();
-        let mut new = Vec::new();
-        if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = result {
-            for p in providers {
-                if p != local
-                    && query.found.len() < MAX_PROVIDERS_PER_QUERY
-                    && query.found.insert(p)
-                {
-                    new.push(p);
-                }
-            }
-        }
-        for p in new {
-            if !self.swarm.is_connected(&p) && !self.penalties.is_banned(&p) {
-                // Kademlia supplies the addresses it knows for the peer.
-                if let Err(e) = self.swarm.dial(DialOpts::peer_id(p).build()) {
-                    tracing::debug!(target: "commons_net", peer = %p, error = %e, "cannot dial provider");
-                }
-            }
-        }
-        if last && let Some(query) = self.queries.remove(&id) {
-            tracing::debug!(target: "commons_net", lineage = %query.lineage, found = query.found.len(), "provider lookup done");
-            if let Some(reply) = query.reply {
-                let _ = reply.send(Ok(query.found.into_iter().collect()));
-            }
-        }
-    }
-
-    fn on_identify(&mut self, event: identify::Event) {
-        let identify::Event::Received { peer_id, info, .. } = event else {
-            return;
-        };
-        if info.protocol_version != IDENTIFY_PROTOCOL {
-            tracing::debug!(target: "commons_net", peer = %peer_id, version = %info.protocol_version, "not a commons node; disconnecting");
-            let _ = self.swarm.disconnect_peer_id(peer_id);
-            return;
-        }
-        if info.protocols.contains(&KAD_PROTOCOL)
-            && let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
-        {
-            for addr in info.listen_addrs.into_iter().take(MAX_ADDRS_PER_PEER) {
-                kad.add_address(&peer_id, addr);
-            }
-        }
-    }
-
-    fn on_ping(&mut self, event: ping::Event) {
-        match event.result {
-            // A peer without ping (a light client) is fine; liveness is then not checked.
-            Ok(_) | Err(ping::Failure::Unsupported) => {}
-            Err(error) => {
-                // A dead connection must go quickly, or gossipsub keeps thinking it is alive.
-                tracing::debug!(target: "commons_net", peer = %event.peer, %error, "ping failed; closing connection");
-                self.swarm.close_connection(event.connection);
-            }
-        }
-    }
-
-    fn on_mdns(&mut self, event: mdns::Event) {
-        let mdns::Event::Discovered(found) = event else {
-            return;
-        };
-        for (peer, addr) in found.into_iter().take(MAX_ADDRS_PER_PEER) {
-            if self.swarm.is_connected(&peer) || self.penalties.is_banned(&peer) {
-                continue;
-            }
-            if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
-                kad.add_address(&peer, addr.clone());
-            }
-            let opts = DialOpts::peer_id(peer).addresses(vec![addr]).build();
-            if let Err(e) = self.swarm.dial(opts) {
-                tracing::debug!(target: "commons_net", %peer, error = %e, "cannot dial mDNS peer");
-            }
         }
     }
 }

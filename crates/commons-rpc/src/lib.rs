@@ -196,6 +196,10 @@ pub struct NodeStatus {
     /// Stored records that did not decode and were set aside.
     #[serde(default)]
     pub damaged: DamagedReport,
+    /// Gossip messages refused since the daemon started, by kind: `oversized`, `bad signature`,
+    /// `wrong topic`, `malformed`.
+    #[serde(default)]
+    pub refused: std::collections::BTreeMap<String, u64>,
 }
 
 /// Most damaged records a status lists one by one (all are counted).
