@@ -110,15 +110,7 @@ fn ctrl_c_stops_the_daemon_cleanly() {
     let scene = Scene::new(bin!());
     let alice = scene.person("alice");
     let mut d = commons_tests::net::Daemon::start(&daemon_bin!(), &alice.home, &[]);
-    let seeds = scene.write_tree("seeds", &[("a.txt", b"a\n")]);
-    alice.ok([
-        "create",
-        "Seeds",
-        "--license",
-        "MIT",
-        "--from",
-        commons_tests::utf8(&seeds),
-    ]);
+    scene.found(&alice, "Seeds", &[("a.txt", b"a\n")]);
     assert_eq!(d.stop_with("INT"), 0, "a clean exit on SIGINT");
     assert!(!alice.home.join("commonsd.sock").exists(), "socket removed");
     assert!(alice.ok(["list"]).contains("Seeds"));
