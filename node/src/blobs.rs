@@ -244,6 +244,7 @@ impl Blobs {
             by_peer: s.by_peer.iter().map(|(p, b)| (p.to_string(), *b)).collect(),
             active: s.active.len() as u64,
             bulk_bytes: s.bulk,
+            ..BlobStats::default()
         }
     }
 

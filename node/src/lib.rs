@@ -10,10 +10,12 @@
 //! - **workers**: record ingestion, serving peers' sync requests and catch-up rounds, each
 //!   bounded by a semaphore.
 
+pub mod blob_queue;
 pub mod blobs;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod downloader;
 pub mod follows;
 pub mod reconcile;
 pub mod refused;
@@ -40,13 +42,15 @@ use crate::service::Ctx;
 
 /// Gossip records waiting to be stored. They queue while earlier batches are stored, and the
 /// next batch takes all of them: one store commit (one flush) for many records, and a patch
-/// usually finds its parent in its own batch or already stored. Beyond it the main loop waits,
-/// the network task's event channel fills, and gossip backs off.
+/// usually finds its parent in its own batch or already stored. Beyond it records are dropped
+/// (and counted in `node status`): the main loop never waits, and catch-up brings what was
+/// dropped.
 pub const GOSSIP_QUEUE: usize = 8192;
 /// Most gossip records ingested as one batch.
 pub const GOSSIP_BATCH: usize = 1024;
-/// Gossip batches being ingested at once (a batch can wait for blobs from slow peers).
-pub const MAX_GOSSIP_BATCHES: usize = 4;
+/// Gossip batches being ingested at once. A batch waits on no peer (content goes to the
+/// downloader, missing history to a catch-up), only on the store.
+pub const MAX_GOSSIP_BATCHES: usize = 2;
 /// A partial blob download that nothing wrote to for this long is removed when the node starts
 /// (a download interrupted by a restart resumes long before).
 pub const STALE_PARTIAL_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
@@ -124,8 +128,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         None => None,
     };
 
+    let (downloads, downloads_inbox) = downloader::Downloads::new();
     let ctx = Ctx {
         store: store.clone(),
+        downloads,
+        gossip_dropped: Arc::default(),
         net: net.clone(),
         follows,
         home: home.root().to_owned(),
@@ -142,6 +149,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         ctx.subscribe_family(l).await;
     }
 
+    tokio::spawn(downloader::run(ctx.clone(), downloads_inbox));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let control = tokio::spawn(control::serve(listener, ctx.clone(), shutdown_rx));
     let (gossip, gossip_rx) = mpsc::channel(GOSSIP_QUEUE);
@@ -161,10 +169,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             event = events.recv() => match event {
-                Some(event) => on_event(&ctx, event, &gossip, &serve_permits, &peer_id_str(&status)).await,
+                Some(event) => on_event(&ctx, event, &gossip, &serve_permits, &peer_id_str(&status)),
                 None => break,
             },
-            _ = tick.tick() => spawn_catch_up(&ctx, None),
+            _ = tick.tick() => ctx.spawn_catch_up(None),
         }
     }
 
@@ -235,7 +243,9 @@ fn parse_addrs(list: &[String], what: &str) -> anyhow::Result<Vec<commons_net::M
         .collect()
 }
 
-async fn on_event(
+/// One network event. Never waits: what takes time runs in a task, and what finds its queue
+/// full is dropped (and counted) or answered `NotFound`.
+fn on_event(
     ctx: &Ctx,
     event: NetEvent,
     gossip: &mpsc::Sender<(PeerId, Record)>,
@@ -248,7 +258,8 @@ async fn on_event(
         }
         NetEvent::PeerConnected(peer) => {
             tracing::info!(target: "commons_node", %peer, "peer connected");
-            spawn_catch_up(ctx, Some(peer));
+            ctx.downloads.peer_connected();
+            ctx.spawn_catch_up(Some(peer));
         }
         NetEvent::PeerDisconnected(peer) => {
             tracing::debug!(target: "commons_node", %peer, "peer disconnected");
@@ -256,23 +267,30 @@ async fn on_event(
         NetEvent::PeerFollows { peer, lineage } => {
             tracing::debug!(target: "commons_node", %peer, %lineage, "peer follows");
             if ctx.follows.contains(&lineage) {
-                spawn_catch_up(ctx, Some(peer));
+                ctx.spawn_catch_up(Some(peer));
             }
         }
         NetEvent::PeerBanned(peer) => {
             tracing::warn!(target: "commons_node", %peer, "peer banned");
         }
-        NetEvent::Record { from, record, .. } => {
-            if gossip.send((from, *record)).await.is_err() {
+        NetEvent::Record { from, record, .. } => match gossip.try_send((from, *record)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                ctx.gossip_dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
                 tracing::debug!(target: "commons_node", "gossip ingestion stopped");
             }
-        }
+        },
         NetEvent::Request {
             peer,
             request,
             reply,
         } => {
-            let Ok(permit) = serve.clone().acquire_owned().await else {
+            let Ok(permit) = serve.clone().try_acquire_owned() else {
+                // Every serving slot is taken: the peer asks again later.
+                reply.respond(SyncResponse::NotFound);
                 return;
             };
             let ctx = ctx.clone();
@@ -305,13 +323,7 @@ async fn ingest_gossip(ctx: Ctx, mut rx: mpsc::Receiver<(PeerId, Record)>) {
         let ctx = ctx.clone();
         tokio::spawn(async move {
             for (peer, records) in by_peer {
-                let mut report = commons_rpc::SyncReport {
-                    peers: 1,
-                    new_records: 0,
-                    new_blobs: 0,
-                    blob_bytes: 0,
-                };
-                ctx.ingest(Some(peer), records, &mut report).await;
+                ctx.ingest_gossip(peer, records).await;
             }
             drop(slot);
         });
@@ -385,53 +397,6 @@ fn read_chunk(store: &Store, hash: commons_core::BlobHash, offset: u64, len: u32
         total_len: total,
         bytes,
     }
-}
-
-/// Starts a catch-up round (all followed families with `peer`, or with every connected peer)
-/// unless [`service::MAX_CATCHUPS`] rounds are already running.
-fn spawn_catch_up(ctx: &Ctx, peer: Option<commons_net::PeerId>) {
-    let Ok(permit) = ctx.catchups.clone().try_acquire_owned() else {
-        return;
-    };
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        let peers = match peer {
-            Some(p) => vec![p],
-            None => match ctx.net.status().await {
-                Ok(s) => s.connected,
-                Err(_) => vec![],
-            },
-        };
-        let families = ctx.followed_families().await;
-        for lineage in ctx.follows.list() {
-            let store = ctx.store.clone();
-            let have = tokio::task::spawn_blocking(move || store.contains(&lineage.into()))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or(false);
-            if !have {
-                // A followed lineage whose charter is not here yet: ask for it.
-                let _ = ctx.sync_lineage(lineage).await;
-            }
-        }
-        let mut report = commons_rpc::SyncReport {
-            peers: peers.len(),
-            new_records: 0,
-            new_blobs: 0,
-            blob_bytes: 0,
-        };
-        for family in families {
-            for p in &peers {
-                ctx.catch_up(*p, family, &mut report).await;
-            }
-            ctx.subscribe_family(family).await;
-        }
-        if report.new_records > 0 {
-            tracing::info!(target: "commons_node::sync", records = report.new_records, blobs = report.new_blobs, "caught up");
-        }
-        drop(permit);
-    });
 }
 
 /// Records per store commit of a catch-up: [`service::CATCH_UP_CHUNK`], or

@@ -14,29 +14,21 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use std::time::Instant;
-
+use commons_core::LineageId;
 use commons_core::reconcile::{Config, Message, Reconciler, SortedItems};
-use commons_core::{LineageId, RecordId};
-use commons_net::{PeerId, Reconciled, SyncResponse};
+use commons_net::{Reconciled, SyncResponse};
 use commons_rpc::ReconcileStats;
 use commons_store::{Store, StoreError};
-
-use crate::refused::Refused;
 
 /// Item sets kept. A node serves a handful of families at once; each set costs about 64 bytes
 /// per id (the id and its prefix sum), so 8 sets of 100 000 ids stay near 50 MiB.
 pub const ITEMS_CACHE: usize = 8;
 
-/// The cache of item sets, the records refused for missing content, and the counters.
+/// The cache of item sets and the counters.
 #[derive(Debug, Default)]
 pub struct Reconciliation {
     /// Most recently used first; at most [`ITEMS_CACHE`] entries.
     cache: Mutex<VecDeque<(LineageId, u64, Arc<SortedItems>)>>,
-    /// Records whose content could not be fetched from a peer, left out of the next rounds with
-    /// that peer for a while.
-    refused: Mutex<Refused<(PeerId, RecordId)>>,
-    skipped: AtomicU64,
     sessions: AtomicU64,
     rounds: AtomicU64,
     bytes: AtomicU64,
@@ -88,29 +80,6 @@ impl Reconciliation {
         }
     }
 
-    /// Remembers that `id`, from `peer`, was left unstored at `now` because its content could
-    /// not be fetched.
-    pub fn refused(&self, peer: PeerId, id: RecordId, now: Instant) {
-        self.refused
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remember((peer, id), now);
-    }
-
-    /// Drops from `need` (what a round with `peer` found missing) the ids refused for missing
-    /// content from that peer not long before `now`: the round does not ask for them (and their
-    /// blobs) again.
-    pub fn skip_refused(&self, peer: PeerId, need: &mut Vec<RecordId>, now: Instant) {
-        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-        if refused.is_empty() {
-            return;
-        }
-        let before = need.len();
-        need.retain(|id| !refused.contains(&(peer, *id), now));
-        self.skipped
-            .fetch_add((before - need.len()) as u64, Ordering::Relaxed);
-    }
-
     /// Counts a finished session.
     pub fn record(&self, session: &Reconciled) {
         self.sessions.fetch_add(1, Ordering::Relaxed);
@@ -132,7 +101,6 @@ impl Reconciliation {
             bytes: self.bytes.load(Ordering::Relaxed),
             missing: self.missing.load(Ordering::Relaxed),
             served: self.served.load(Ordering::Relaxed),
-            skipped: self.skipped.load(Ordering::Relaxed),
         }
     }
 }

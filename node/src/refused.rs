@@ -1,12 +1,9 @@
-//! Records left unstored because their content could not be fetched, remembered for a while so
-//! that catch-up does not ask for them, and their blobs, again at every round.
+//! Keys remembered for a while, in bounded memory: in the node, blobs that no peer gave after
+//! every attempt (`blob_queue.rs`), so that they are not asked for again at every turn.
 //!
-//! A patch is stored only once its blobs are here; a patch whose blobs a peer does not give is
-//! left out, and reconciliation with that peer listed it as missing at every round, forever.
-//! [`Refused`] remembers such (peer, record) pairs for [`REFUSED_TTL`] (then they are tried
-//! again: the content may have appeared), at most [`MAX_REFUSED`] of them (the oldest forgotten
-//! first). Per peer: another peer may well have the content. No I/O and no clock: time comes in
-//! as an argument, so the bounds are unit-tested.
+//! [`Refused`] remembers a key for [`REFUSED_TTL`] (then it is tried again: the content may have
+//! appeared), at most [`MAX_REFUSED`] keys (the oldest forgotten first). No I/O and no clock:
+//! time comes in as an argument, so the bounds are unit-tested.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -17,7 +14,7 @@ pub const MAX_REFUSED: usize = 16_384;
 /// How long an entry is left out of catch-up after its content could not be fetched.
 pub const REFUSED_TTL: Duration = Duration::from_secs(10 * 60);
 
-/// Keys refused for missing content (in the node: a peer and a record id), with when.
+/// Keys refused for missing content, with when.
 #[derive(Debug)]
 pub struct Refused<K> {
     /// When each key was last remembered, and the sequence number of that entry.
@@ -60,6 +57,12 @@ impl<K: Hash + Eq + Clone> Refused<K> {
     pub fn contains(&mut self, key: &K, now: Instant) -> bool {
         self.expire(now);
         self.at.contains_key(key)
+    }
+
+    /// Forgets every key.
+    pub fn clear(&mut self) {
+        self.at.clear();
+        self.order.clear();
     }
 
     /// How many keys are remembered.

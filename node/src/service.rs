@@ -39,6 +39,10 @@ pub struct Ctx {
     pub node_key: commons_core::PublicKey,
     /// Bounds concurrent catch-up rounds.
     pub catchups: Arc<Semaphore>,
+    /// The background downloader of wanted blobs: see `downloader.rs`.
+    pub downloads: crate::downloader::Downloads,
+    /// Gossip records dropped because the ingest queue was full (catch-up brings them).
+    pub gossip_dropped: Arc<std::sync::atomic::AtomicU64>,
     /// Blob downloads (policy, limits, counters): see `blobs.rs`.
     pub blobs: Arc<crate::blobs::Blobs>,
     /// Set reconciliation (item sets, counters): see `reconcile.rs`.
@@ -250,8 +254,22 @@ impl Ctx {
         }
         let store = self.store.clone();
         let batch = verified.clone();
-        let new = match blocking(move || store.put(batch)).await {
-            Ok(n) => n,
+        // Content the CLI did not bring (a bundle without it, say) is wanted from peers.
+        let eager = self.blobs.policy == crate::config::BlobPolicy::Eager;
+        let new = match blocking(move || {
+            let wanted = match eager {
+                true => crate::sync::missing_content(&store, &batch),
+                false => vec![],
+            };
+            store.want_blobs(wanted.clone())?;
+            Ok((store.put(batch)?, wanted))
+        })
+        .await
+        {
+            Ok((n, wanted)) => {
+                self.downloads.want(None, wanted);
+                n
+            }
             Err(e) => return store_err(e),
         };
         let new_set: BTreeSet<RecordId> = new.iter().copied().collect();
@@ -294,6 +312,15 @@ impl Ctx {
             })
             .unwrap_or_default();
         let store_bytes = self.store_bytes().await;
+        let mut blobs = self.blobs.report();
+        self.downloads.fill(&mut blobs);
+        let mut refused = status.refused.clone();
+        let dropped = self
+            .gossip_dropped
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if dropped > 0 {
+            refused.insert("queue full".into(), dropped);
+        }
         Response::NodeStatus(commons_rpc::NodeStatus {
             peer_id: status.peer_id.to_string(),
             node_key: self.node_key,
@@ -303,10 +330,10 @@ impl Ctx {
             store_bytes,
             records,
             banned: status.banned.iter().map(|p| p.to_string()).collect(),
-            blobs: self.blobs.report(),
+            blobs,
             reconcile: self.reconcile.report(),
             damaged,
-            refused: status.refused.clone(),
+            refused,
         })
     }
 

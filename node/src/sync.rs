@@ -5,7 +5,6 @@
 use futures::StreamExt;
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
 
 use commons_core::{BlobHash, Kind, LineageId, Record, RecordId};
 use commons_net::PeerId;
@@ -36,6 +35,59 @@ pub const RECORD_REQUESTS_IN_FLIGHT: usize = 4;
 pub const BLOB_RETRY_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Ctx {
+    /// Starts a catch-up round (all followed families with `peer`, or with every connected peer)
+    /// unless [`crate::service::MAX_CATCHUPS`] rounds are already running. Never waits. With
+    /// every peer, the peers of a family are caught up with at once, so one slow peer does not
+    /// hold up the others.
+    pub fn spawn_catch_up(&self, peer: Option<PeerId>) {
+        let Ok(permit) = self.catchups.clone().try_acquire_owned() else {
+            return;
+        };
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            let peers = match peer {
+                Some(p) => vec![p],
+                None => match ctx.net.status().await {
+                    Ok(s) => s.connected,
+                    Err(_) => vec![],
+                },
+            };
+            let families = ctx.followed_families().await;
+            for lineage in ctx.follows.list() {
+                let store = ctx.store.clone();
+                let have = blocking(move || store.contains(&lineage.into()))
+                    .await
+                    .unwrap_or(false);
+                if !have {
+                    // A followed lineage whose charter is not here yet: ask for it.
+                    let _ = ctx.sync_lineage(lineage).await;
+                }
+            }
+            let mut report = SyncReport {
+                peers: peers.len(),
+                ..SyncReport::default()
+            };
+            for family in families {
+                let rounds = peers.iter().map(|p| {
+                    let ctx = &ctx;
+                    async move {
+                        let mut r = SyncReport::default();
+                        ctx.catch_up(*p, family, &mut r).await;
+                        r
+                    }
+                });
+                for r in futures::future::join_all(rounds).await {
+                    report.absorb(r);
+                }
+                ctx.subscribe_family(family).await;
+            }
+            if report.new_records > 0 {
+                tracing::info!(target: "commons_node::sync", records = report.new_records, blobs = report.new_blobs, "caught up");
+            }
+            drop(permit);
+        });
+    }
+
     /// Fetches from `peer` every record of `family` this store lacks: reconciles the family's
     /// record ids with the peer's (`NetHandle::reconcile`, whose cost follows the difference,
     /// not the family's size), then fetches the missing records and ingests them.
@@ -54,15 +106,13 @@ impl Ctx {
         let Ok(items) = blocking(move || reconcile.items(&store, family)).await else {
             return;
         };
-        let mut session = match self.net.reconcile(peer, family, &*items).await {
+        let session = match self.net.reconcile(peer, family, &*items).await {
             Ok(session) => session,
             Err(e) => {
                 tracing::debug!(target: "commons_node::sync", %peer, error = %e, "reconcile failed");
                 return;
             }
         };
-        self.reconcile
-            .skip_refused(peer, &mut session.need, Instant::now());
         self.reconcile.record(&session);
         tracing::debug!(
             target: "commons_node::sync",
@@ -171,8 +221,8 @@ impl Ctx {
 
     /// Stores records that arrived from `from`, after fetching what they depend on: missing
     /// parents, the patch a validation judges, a fork's parent charter, the charter of a
-    /// patch's lineage, and every blob a patch creates. A patch is stored only once its blobs
-    /// are present and verified, so nothing is accepted before its content is here.
+    /// patch's lineage. Content is not waited for: the blobs that are not here go to the
+    /// downloader (see [`Ctx::store_now`]).
     pub async fn ingest(
         &self,
         from: Option<PeerId>,
@@ -192,16 +242,6 @@ impl Ctx {
         report: &mut SyncReport,
         coming: &BTreeSet<RecordId>,
     ) {
-        // The blobs of every patch in the batch, fetched together up front (below, each patch
-        // then finds its blobs present).
-        if self.blobs.policy == crate::config::BlobPolicy::Eager {
-            let blobs = blobs_of(&records);
-            if !blobs.is_empty() {
-                // One attempt: a patch whose blobs are still missing retries below on its own.
-                self.fetch_blobs_with(from, &blobs, report, 1).await;
-                tracing::debug!(target: "commons_node::sync", blobs = blobs.len(), "blobs of the batch fetched");
-            }
-        }
         // What the batch itself brings needs no store lookup and no fetch: a chain of patches
         // arriving together finds each parent here.
         let mut asked: BTreeSet<RecordId> = records.iter().map(Record::id).collect();
@@ -210,35 +250,7 @@ impl Ctx {
         let mut fetched = 0usize;
         let mut ready = Vec::new();
         while let Some(record) = queue.pop_front() {
-            let mut wanted: Vec<RecordId> = Vec::new();
-            match record.body() {
-                commons_core::Body::Charter(c) => {
-                    if let Some(f) = &c.fork {
-                        wanted.push(f.parent.into());
-                        wanted.extend(f.heads.iter().copied());
-                    }
-                }
-                commons_core::Body::Patch(p) => {
-                    wanted.push(p.lineage.into());
-                    wanted.extend(p.parents.iter().copied());
-                }
-                commons_core::Body::Validation(v) => {
-                    wanted.push(v.lineage.into());
-                    wanted.push(v.patch);
-                }
-            }
-            if let Some(p) = record.as_patch()
-                && self.blobs.policy == crate::config::BlobPolicy::Eager
-            {
-                let blobs: Vec<BlobHash> = p.changes.iter().filter_map(|c| c.after).collect();
-                if !self.fetch_blobs(from, &blobs, report).await {
-                    tracing::debug!(target: "commons_node::sync", id = %record.id(), "blobs missing; patch left for a later round");
-                    if let Some(peer) = from {
-                        self.reconcile.refused(peer, record.id(), Instant::now());
-                    }
-                    continue;
-                }
-            }
+            let wanted = dependencies(&record);
             ready.push(record);
             let store = self.store.clone();
             let candidates: Vec<RecordId> =
@@ -280,27 +292,77 @@ impl Ctx {
                 }
             }
         }
+        self.store_now(from, ready, report).await;
+    }
+
+    /// Gossip: stores records at once, waiting on no peer; a record whose dependencies are
+    /// not here (nor in the batch) starts a catch-up with its sender, which brings them in
+    /// history order in the background.
+    pub async fn ingest_gossip(&self, from: PeerId, records: Vec<Record>) {
+        let in_batch: BTreeSet<RecordId> = records.iter().map(Record::id).collect();
+        let deps: BTreeSet<RecordId> = records
+            .iter()
+            .flat_map(dependencies)
+            .filter(|id| !in_batch.contains(id))
+            .collect();
+        let store = self.store.clone();
+        let lacking = blocking(move || {
+            for id in deps {
+                if !store.contains(&id)? {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })
+        .await
+        .unwrap_or(false);
+        let mut report = SyncReport::default();
+        self.store_now(Some(from), records, &mut report).await;
+        if lacking {
+            self.spawn_catch_up(Some(from));
+        }
+    }
+
+    /// Stores `ready` as one commit, after listing the blobs its patches create and that are
+    /// not here (`Store::want_blobs`, so a crash cannot forget them), then hands those to the
+    /// downloader. A new lineage in a followed family gets its topic subscribed.
+    pub(crate) async fn store_now(
+        &self,
+        from: Option<PeerId>,
+        ready: Vec<Record>,
+        report: &mut SyncReport,
+    ) {
         if ready.is_empty() {
             return;
         }
-        let store = self.store.clone();
         let charters: Vec<LineageId> = ready
             .iter()
             .filter(|r| r.kind() == Kind::Charter)
             .map(|r| LineageId::from(r.id()))
             .collect();
         let count = ready.len();
-        match blocking(move || store.put(ready)).await {
-            Ok(new) => {
-                tracing::debug!(target: "commons_node::sync", records = count, new = new.len(), "records stored");
+        let eager = self.blobs.policy == crate::config::BlobPolicy::Eager;
+        let store = self.store.clone();
+        let stored = blocking(move || {
+            let wanted = match eager {
+                true => missing_content(&store, &ready),
+                false => vec![],
+            };
+            store.want_blobs(wanted.clone())?;
+            Ok((store.put(ready)?, wanted))
+        })
+        .await;
+        match stored {
+            Ok((new, wanted)) => {
+                tracing::debug!(target: "commons_node::sync", records = count, new = new.len(), blobs_wanted = wanted.len(), "records stored");
                 report.new_records += new.len();
+                self.downloads.want(from, wanted);
             }
             Err(e) => {
                 tracing::warn!(target: "commons_node", error = %e, "cannot store records");
                 return;
             }
         }
-        // A new lineage in a followed family gets its topic subscribed.
         if charters.is_empty() {
             return;
         }
@@ -329,7 +391,7 @@ impl Ctx {
     }
 
     /// [`Ctx::fetch_blobs`] with `attempts` rounds over the peers.
-    async fn fetch_blobs_with(
+    pub(crate) async fn fetch_blobs_with(
         &self,
         from: Option<PeerId>,
         blobs: &[BlobHash],
@@ -419,6 +481,41 @@ impl Ctx {
         }
         missing.is_empty()
     }
+}
+
+/// What a record depends on: a fork's parent charter and heads, a patch's lineage and parents,
+/// a validation's lineage and patch.
+fn dependencies(record: &Record) -> Vec<RecordId> {
+    match record.body() {
+        commons_core::Body::Charter(c) => match &c.fork {
+            Some(f) => std::iter::once(f.parent.into())
+                .chain(f.heads.iter().copied())
+                .collect(),
+            None => vec![],
+        },
+        commons_core::Body::Patch(p) => std::iter::once(p.lineage.into())
+            .chain(p.parents.iter().copied())
+            .collect(),
+        commons_core::Body::Validation(v) => vec![v.lineage.into(), v.patch],
+    }
+}
+
+/// The blobs the patches among `records` create that the blob store does not hold, each once
+/// with the lineage of a patch that creates it.
+pub(crate) fn missing_content(
+    store: &commons_store::Store,
+    records: &[Record],
+) -> Vec<(BlobHash, LineageId)> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for p in records.iter().filter_map(Record::as_patch) {
+        for hash in p.changes.iter().filter_map(|c| c.after) {
+            if seen.insert(hash) && !store.blobs().contains(&hash) {
+                out.push((hash, p.lineage));
+            }
+        }
+    }
+    out
 }
 
 /// The blobs the patches among `records` create, each once.

@@ -164,6 +164,14 @@ pub fn status(ctx: &Ctx) -> Result<()> {
                 b.bad_groups
             ));
         }
+        if b.queued > 0 || b.given_up > 0 {
+            t.push_str(&format!(
+                "content    {} not here yet, queued ({} waiting to be tried again); {} that no peer gave, tried again later\n",
+                plural(b.queued, "blob", "blobs"),
+                b.waiting,
+                b.given_up
+            ));
+        }
         t
     })
 }

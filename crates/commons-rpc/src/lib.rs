@@ -238,9 +238,6 @@ pub struct ReconcileStats {
     pub missing: u64,
     /// Reconciliation rounds answered for peers.
     pub served: u64,
-    /// Missing ids not asked for because their content could not be fetched a short while ago.
-    #[serde(default)]
-    pub skipped: u64,
 }
 
 /// Blob downloads since the daemon started (verified streaming, see `docs/protocol.md`).
@@ -263,6 +260,19 @@ pub struct BlobStats {
     /// libp2p.
     #[serde(default)]
     pub bulk_bytes: u64,
+    /// Blobs that stored patches create, not here yet, held by the downloader's queue (ready,
+    /// running or waiting to be tried again).
+    #[serde(default)]
+    pub queued: u64,
+    /// Of the queued, waiting for a retry after a failed attempt.
+    #[serde(default)]
+    pub waiting: u64,
+    /// Blobs no peer gave after every attempt, left alone for a while.
+    #[serde(default)]
+    pub given_up: u64,
+    /// Attempts at a blob that failed, since the daemon started.
+    #[serde(default)]
+    pub failed_attempts: u64,
 }
 
 /// How far long work has got, sent before the final answer when the client asked for it

@@ -70,11 +70,14 @@ pub enum T {
     Damaged,
     /// kind byte ‖ record id → record bytes: records waiting to be ingested again by a re-index.
     Reindex,
+    /// blob hash → lineage id: blobs that stored patches create and that were not here when the
+    /// patches were stored, kept for the node's downloader (see `wanted.rs`).
+    Wanted,
 }
 
 impl T {
     /// Every tree, in a fixed order (its index is `self as usize`).
-    pub const ALL: [T; 18] = [
+    pub const ALL: [T; 19] = [
         T::Meta,
         T::Records,
         T::LineageRecords,
@@ -93,12 +96,17 @@ impl T {
         T::BaseWaits,
         T::Damaged,
         T::Reindex,
+        T::Wanted,
     ];
 
-    /// Whether the tree is computed from the records (everything but `meta`, `records`, and the
-    /// trees of the re-index): what a re-index clears and writes again.
+    /// Whether the tree is computed from the records (everything but `meta`, `records`, the
+    /// trees of the re-index and the node's list of wanted blobs): what a re-index clears and
+    /// writes again.
     pub fn is_derived(self) -> bool {
-        !matches!(self, T::Meta | T::Records | T::Damaged | T::Reindex)
+        !matches!(
+            self,
+            T::Meta | T::Records | T::Damaged | T::Reindex | T::Wanted
+        )
     }
 
     /// The sled tree's name.
@@ -122,6 +130,7 @@ impl T {
             T::BaseWaits => "base_waits",
             T::Damaged => "damaged",
             T::Reindex => "reindex",
+            T::Wanted => "wanted_blobs",
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod packs;
 mod query;
 pub mod repair;
 mod state;
+mod wanted;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -446,6 +447,33 @@ impl Store {
     /// not decode (what the store does by itself when a read comes upon one).
     pub fn reindex(&self) -> Result<(), StoreError> {
         self.read(|ctx| repair::reindex(ctx.o.trees(), ctx.counters()))
+    }
+
+    /// Lists blobs to download (those that patches about to be stored create and that are not
+    /// here), durably: call it before storing the patches (see `wanted.rs`).
+    pub fn want_blobs(&self, wanted: Vec<(BlobHash, LineageId)>) -> Result<(), StoreError> {
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        self.read(move |ctx| wanted::want(ctx.o.trees(), &wanted))
+    }
+
+    /// Takes blobs off the list of blobs to download (they are here, durably).
+    pub fn unwant_blobs(&self, done: Vec<BlobHash>) -> Result<(), StoreError> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        self.read(move |ctx| wanted::unwant(ctx.o.trees(), &done))
+    }
+
+    /// A page of the blobs to download, in hash order after `after`, with the lineage that
+    /// wanted each.
+    pub fn wanted_blobs(
+        &self,
+        after: Option<BlobHash>,
+        limit: usize,
+    ) -> Result<Vec<(BlobHash, LineageId)>, StoreError> {
+        self.read(move |ctx| wanted::list(ctx.o.trees(), after, limit))
     }
 
     /// The blob store beside the records.
