@@ -23,6 +23,14 @@ macro_rules! daemon_bin {
     };
 }
 
+/// The hostile peer binary this package builds (for [`HostilePeer::spawn`]).
+#[macro_export]
+macro_rules! hostile_bin {
+    () => {
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_hostile-peer"))
+    };
+}
+
 /// Polls `check` until it returns `Some`, or panics after [`DEADLINE`] saying `what`.
 pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
@@ -150,6 +158,16 @@ impl Daemon {
         status.code().unwrap_or(-1)
     }
 
+    /// Sends it `SIG<signal>` (`STOP`, `CONT`…) and leaves it running.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("running");
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal} failed");
+    }
+
     /// Kills it with SIGKILL (no chance to clean up) and waits for it to be gone.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -171,5 +189,79 @@ impl Drop for Daemon {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// A running `hostile-peer` (see `src/bin/hostile-peer.rs`): it dials a node, and publishes
+/// payloads on a lineage's topic once the node subscribes.
+#[derive(Debug)]
+pub struct HostilePeer {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// What it printed so far.
+    pub printed: Vec<String>,
+}
+
+impl HostilePeer {
+    /// Starts `hostile-peer FLAGS... ADDR LINEAGE FILES...` (`bin`: [`crate::hostile_bin!`]).
+    pub fn spawn(
+        bin: &Path,
+        flags: &[&str],
+        addr: &str,
+        lineage: &str,
+        files: &[PathBuf],
+    ) -> HostilePeer {
+        let mut child = Command::new(bin)
+            .args(flags)
+            .arg(addr)
+            .arg(lineage)
+            .args(files)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start a hostile peer");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        HostilePeer {
+            child,
+            lines,
+            printed: Vec::new(),
+        }
+    }
+
+    /// Waits until it says it published `n` payloads.
+    pub fn wait_published(&mut self, n: usize) {
+        let want = format!("published {n}");
+        let start = Instant::now();
+        while !self.printed.contains(&want) {
+            let left = DEADLINE.saturating_sub(start.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.printed.push(line),
+                Err(_) => panic!("the hostile peer did not publish: {:?}", self.printed),
+            }
+        }
+    }
+
+    /// Closes its standard input (it exits) and returns everything it printed.
+    pub fn finish(mut self) -> Vec<String> {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+        let rest: Vec<String> = self.lines.try_iter().collect();
+        self.printed.extend(rest);
+        std::mem::take(&mut self.printed)
+    }
+}
+
+impl Drop for HostilePeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -3,10 +3,9 @@
 //! control socket). Every wait is a condition with a deadline.
 
 use std::fs;
-use std::process::{Command, Stdio};
 
 use commons_core::{BlobHash, Body, Change, LineageId, Patch, Record, SecretKey};
-use commons_tests::net::{Daemon, converge, wait_for};
+use commons_tests::net::{Daemon, HostilePeer, converge, wait_for};
 use commons_tests::{Person, Scene, bin, daemon_bin, shown_root as root, str_of};
 use serde_json::Value;
 
@@ -226,23 +225,13 @@ fn hostile_gossip_is_refused_and_penalised() {
                 file
             })
             .collect();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hostile-peer"))
-            .arg(&b.addr)
-            .arg(&garden)
-            .args(&files)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start a hostile peer");
-        let out = child.stdout.take().expect("stdout");
-        let lines = std::thread::spawn(move || {
-            use std::io::BufRead;
-            std::io::BufReader::new(out)
-                .lines()
-                .map_while(Result::ok)
-                .collect::<Vec<String>>()
-        });
-        (child, lines)
+        HostilePeer::spawn(
+            &commons_tests::hostile_bin!(),
+            &[],
+            &b.addr,
+            &garden,
+            &files,
+        )
     };
     let elsewhere_bytes = elsewhere.bytes().to_vec();
     let hostile = [
@@ -287,10 +276,8 @@ fn hostile_gossip_is_refused_and_penalised() {
         carol.ok(["node", "status"]).contains("refused "),
         "{refused}"
     );
-    for ((mut child, lines), sent) in hostile.into_iter().zip([3, 1]) {
-        drop(child.stdin.take());
-        let _ = child.wait();
-        let printed = lines.join().expect("reader");
+    for (peer, sent) in hostile.into_iter().zip([3, 1]) {
+        let printed = peer.finish();
         assert!(
             printed.iter().any(|l| *l == format!("published {sent}")),
             "the hostile peer published its payloads: {printed:?}"

@@ -1,21 +1,56 @@
 //! A hostile peer for the end-to-end tests: it speaks our gossip protocol without validating
 //! anything and publishes whatever bytes it is given.
 //!
-//! `hostile-peer ADDR LINEAGE PAYLOAD_FILE...`: dials ADDR, subscribes to LINEAGE's topic, waits
-//! until the peer at ADDR subscribes too, publishes the bytes of each payload file, prints `published N`, then
-//! keeps the connection open until its standard input closes (the test holds it).
+//! `hostile-peer [--withhold] ADDR LINEAGE PAYLOAD_FILE...`: dials ADDR, subscribes to LINEAGE's
+//! topic, waits until the peer at ADDR subscribes too, publishes the bytes of each payload file,
+//! prints `published N`, then keeps the connection open until its standard input closes (the
+//! test holds it). With `--withhold` it also accepts our sync protocol's requests (blobs,
+//! records, reconciliation) and never answers them, as a peer that withholds content does: each
+//! request hangs until the asker's timeout.
 
 use std::time::Duration;
 
 use futures::StreamExt;
-use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, SwarmBuilder, gossipsub, identity::Keypair, noise, tcp, yamux};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    Multiaddr, SwarmBuilder, gossipsub, identity::Keypair, noise, request_response, tcp, yamux,
+};
 use tokio::io::AsyncReadExt;
+
+#[derive(NetworkBehaviour)]
+#[behaviour(to_swarm = "HostileEvent")]
+struct Hostile {
+    gossip: gossipsub::Behaviour,
+    sync: request_response::Behaviour<commons_net::wire::SyncCodec>,
+}
+
+#[allow(clippy::large_enum_variant)]
+enum HostileEvent {
+    Gossip(gossipsub::Event),
+    Sync(request_response::Event<commons_net::SyncRequest, commons_net::SyncResponse>),
+}
+
+impl From<gossipsub::Event> for HostileEvent {
+    fn from(e: gossipsub::Event) -> Self {
+        HostileEvent::Gossip(e)
+    }
+}
+
+impl From<request_response::Event<commons_net::SyncRequest, commons_net::SyncResponse>>
+    for HostileEvent
+{
+    fn from(
+        e: request_response::Event<commons_net::SyncRequest, commons_net::SyncResponse>,
+    ) -> Self {
+        HostileEvent::Sync(e)
+    }
+}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let usage = "usage: hostile-peer ADDR LINEAGE PAYLOAD_FILE...";
+    let mut args = std::env::args().skip(1).peekable();
+    let usage = "usage: hostile-peer [--withhold] ADDR LINEAGE PAYLOAD_FILE...";
+    let withhold = args.next_if(|a| a == "--withhold").is_some();
     let addr: Multiaddr = args.next().ok_or(usage)?.parse()?;
     let lineage: commons_core::LineageId = args.next().ok_or(usage)?.parse()?;
     let payloads: Vec<Vec<u8>> = args.map(std::fs::read).collect::<Result<_, _>>()?;
@@ -37,18 +72,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .heartbeat_interval(Duration::from_millis(100))
                 .heartbeat_initial_delay(Duration::from_millis(50))
                 .build()?;
-            let behaviour: gossipsub::Behaviour =
+            let gossip: gossipsub::Behaviour =
                 gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, cfg)?;
-            Ok(behaviour)
+            // Without --withhold the sync protocol is not offered at all (requests fail at once).
+            let support = match withhold {
+                true => request_response::ProtocolSupport::Inbound,
+                false => request_response::ProtocolSupport::Outbound,
+            };
+            let sync = request_response::Behaviour::with_codec(
+                commons_net::wire::SyncCodec,
+                [(commons_net::wire::PROTOCOL, support)],
+                request_response::Config::default()
+                    .with_request_timeout(Duration::from_secs(3600))
+                    .with_max_concurrent_streams(10_000),
+            );
+            Ok(Hostile { gossip, sync })
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
         .build();
     let topic = commons_net::gossip::topic(&lineage);
-    swarm.behaviour_mut().subscribe(&topic)?;
+    swarm.behaviour_mut().gossip.subscribe(&topic)?;
     swarm.dial(addr)?;
     println!("peer id: {}", swarm.local_peer_id());
 
     let mut published = false;
+    // Requests held and never answered (dropping a channel would answer with an error).
+    let mut withheld = Vec::new();
     let mut stdin = tokio::io::stdin();
     let mut buf = [0u8; 64];
     loop {
@@ -59,18 +108,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
             event = swarm.select_next_some() => {
-                if let SwarmEvent::Behaviour(gossipsub::Event::Subscribed { topic: t, .. }) = event
-                    && t == topic.hash()
-                    && !published
-                {
-                    published = true;
-                    let mut n = 0;
-                    for p in &payloads {
-                        if swarm.behaviour_mut().publish(topic.clone(), p.clone()).is_ok() {
-                            n += 1;
+                match event {
+                    SwarmEvent::Behaviour(HostileEvent::Gossip(gossipsub::Event::Subscribed {
+                        topic: t,
+                        ..
+                    })) if t == topic.hash() && !published => {
+                        published = true;
+                        let mut n = 0;
+                        for p in &payloads {
+                            if swarm.behaviour_mut().gossip.publish(topic.clone(), p.clone()).is_ok() {
+                                n += 1;
+                            }
                         }
+                        println!("published {n}");
                     }
-                    println!("published {n}");
+                    SwarmEvent::Behaviour(HostileEvent::Sync(request_response::Event::Message {
+                        message: request_response::Message::Request { channel, .. },
+                        ..
+                    })) => withheld.push(channel),
+                    _ => {}
                 }
             }
         }

@@ -1,0 +1,218 @@
+//! Open to everyone, stalled by no one: a peer that floods records naming content nobody holds,
+//! or that announces content and then stops answering, costs its own queue. Honest work keeps
+//! crossing the network within the bounds of the issue (2 s from one honest node to another,
+//! `node status` answering within 1 s), and the withheld content arrives once its holder answers
+//! again. Real `commonsd` processes on loopback, driven through the CLI.
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use commons_cli::bundle::BundleWriter;
+use commons_core::{BlobHash, LineageId, Record};
+use commons_tests::fixture::Rng;
+use commons_tests::net::{Daemon, HostilePeer, converge, wait_for};
+use commons_tests::{Person, Scene, bin, daemon_bin, one_file_patch, utf8};
+
+/// Honest propagation bound of the issue.
+const PROPAGATION: Duration = Duration::from_secs(2);
+/// `node status` bound of the issue.
+const STATUS: Duration = Duration::from_secs(1);
+
+/// `node status` of `p`, which must answer within [`STATUS`].
+fn status_within_bound(p: &Person) -> serde_json::Value {
+    let t = Instant::now();
+    let s = p.json(["node", "status"]);
+    let took = t.elapsed();
+    assert!(
+        took <= STATUS,
+        "{}'s node status took {took:?} (bound {STATUS:?})",
+        p.name
+    );
+    s
+}
+
+/// Proposes a one-file change from `wc` (a checkout of `p`'s) and returns the patch id and when
+/// the CLI returned (the patch is stored and published by then).
+fn propose(p: &Person, wc: &std::path::Path, file: &str, content: &[u8]) -> (String, Instant) {
+    fs::write(wc.join(file), content).expect("write");
+    let id = p.ok(["propose", utf8(wc), "-m", &format!("add {file}")]);
+    (id.trim().to_owned(), Instant::now())
+}
+
+/// Waits until `p`'s node holds `patch`, polling `node status` all along (each answer within
+/// [`STATUS`]), and asserts that it took at most [`PROPAGATION`] from `since`.
+fn arrives_within_bound(p: &Person, patch: &str, since: Instant) {
+    loop {
+        status_within_bound(p);
+        if p.run(["patch", "show", patch]).code == 0 {
+            break;
+        }
+        assert!(
+            since.elapsed() <= PROPAGATION,
+            "the honest patch took more than {PROPAGATION:?} to reach {}",
+            p.name
+        );
+    }
+    let took = since.elapsed();
+    assert!(took <= PROPAGATION, "took {took:?}");
+    eprintln!("the honest patch reached {} in {took:?}", p.name);
+}
+
+/// Test 1. A peer floods 300 valid patches whose content nobody holds into node A, and never
+/// answers the requests for it (each hangs until A's request timeout): an honest
+/// patch from B reaches A within 2 s and its content follows, A's `node status` answers within
+/// 1 s throughout, and the flood is stored (it is valid work) with its content queued.
+#[test]
+fn a_flood_of_patches_naming_content_nobody_holds_does_not_hold_up_honest_work() {
+    let scene = Scene::new(bin!());
+    let (alice, bob) = (scene.person("alice"), scene.person("bob"));
+    let d = daemon_bin!();
+    let a = Daemon::start(&d, &alice.home, &[]);
+    let _b = Daemon::start(&d, &bob.home, &[&a.addr]);
+    let garden = scene.found(&alice, "garden", &[("README.md", b"A garden\n")]);
+    bob.ok(["follow", &garden]);
+    converge(&garden, &alice, &[&bob]);
+    let wc = scene.path("bob-wc");
+    bob.ok(["checkout", &garden, utf8(&wc)]);
+    let before = status_within_bound(&alice)["records"]
+        .as_u64()
+        .expect("count");
+
+    // 300 valid patches, by 150 keys, each naming content that nobody has.
+    let lineage: LineageId = garden.parse().expect("id");
+    let files: Vec<PathBuf> = (0..300u32)
+        .map(|i| {
+            let patch = one_file_patch(
+                (i % 150) as u8 + 100,
+                1_000 + u64::from(i),
+                lineage,
+                &format!("flood/{i}.bin"),
+                format!("content nobody has {i}").as_bytes(),
+                "flood",
+            );
+            let file = scene.path(&format!("flood-{i}"));
+            fs::write(&file, patch.bytes()).expect("write payload");
+            file
+        })
+        .collect();
+    let mut flood = HostilePeer::spawn(
+        &commons_tests::hostile_bin!(),
+        &["--withhold"],
+        &a.addr,
+        &garden,
+        &files,
+    );
+    flood.wait_published(300);
+
+    // Meanwhile, honest work from B.
+    let (honest, since) = propose(&bob, &wc, "honest.txt", b"honest work\n");
+    arrives_within_bound(&alice, &honest, since);
+
+    // The flood was taken in (it is valid work), and its content is wanted from the peer that
+    // withholds it, all at the same time; A keeps answering.
+    let flooded = wait_for("A to store the flood", || {
+        let s = status_within_bound(&alice);
+        (s["records"].as_u64()? >= before + 301).then_some(s)
+    });
+    assert!(
+        flooded["blobs"]["queued"].as_u64() >= Some(300),
+        "the flood's content is queued for download: {flooded}"
+    );
+    // The honest patch's content arrived: it can be accepted without overriding anything.
+    alice.ok(["validate", &honest, "--accept"]);
+    converge(&garden, &alice, &[&bob]);
+    assert!(flood.finish().contains(&"published 300".to_owned()));
+}
+
+/// Writes a bundle of `records` and `blobs` and imports it into `p`'s home (through its
+/// daemon when it runs one).
+fn import(p: &Person, file: &std::path::Path, records: &[Record], blobs: &[&[u8]]) {
+    let out = fs::File::create(file).expect("create bundle");
+    let mut w = BundleWriter::new(out, records.len() as u64).expect("bundle");
+    for r in records {
+        w.record(r).expect("record");
+    }
+    w.blobs(blobs.len() as u64).expect("blobs");
+    for b in blobs {
+        w.blob(&BlobHash::of(b), b.len() as u64, &mut &b[..])
+            .expect("blob");
+    }
+    w.finish().expect("finish");
+    p.ok(["bundle", "import", utf8(file)]);
+}
+
+/// Test 2. A peer holds the content of a patch and stops answering (SIGSTOP) just as node A
+/// wants it: an honest patch still reaches A within 2 s, A's `node status` answers within 1 s,
+/// and the withheld content arrives once the peer resumes (SIGCONT).
+#[test]
+fn a_peer_that_stops_answering_costs_only_its_own_content() {
+    let scene = Scene::new(bin!());
+    let (alice, bob, eve) = (
+        scene.person("alice"),
+        scene.person("bob"),
+        scene.person("eve"),
+    );
+    let d = daemon_bin!();
+    let a = Daemon::start(&d, &alice.home, &[]);
+    let _b = Daemon::start(&d, &bob.home, &[&a.addr]);
+    let e = Daemon::start(&d, &eve.home, &[&a.addr]);
+    let garden = scene.found(&alice, "garden", &[("README.md", b"A garden\n")]);
+    bob.ok(["follow", &garden]);
+    eve.ok(["follow", &garden]);
+    converge(&garden, &alice, &[&bob, &eve]);
+    let bob_wc = scene.path("bob-wc");
+    bob.ok(["checkout", &garden, utf8(&bob_wc)]);
+    let connected = |p: &Person, n: u64| {
+        wait_for("the peers to connect", || {
+            (p.json(["node", "status"])["peers"].as_u64()? >= n).then_some(())
+        })
+    };
+    connected(&alice, 2);
+
+    // Only eve's node holds 32 MiB of content; it stops; then a patch that adds it reaches A
+    // (without it), so A's downloader wants it from eve.
+    let mut big = vec![0u8; 32 << 20];
+    Rng::new(7).fill(&mut big);
+    let lineage: LineageId = garden.parse().expect("id");
+    let withheld = one_file_patch(90, 5, lineage, "big.bin", &big, "a large file");
+    import(&eve, &scene.path("content.bundle"), &[], &[&big]);
+    e.signal("STOP");
+    import(
+        &alice,
+        &scene.path("record.bundle"),
+        &[withheld.clone()],
+        &[],
+    );
+    let wanted = wait_for("A to want eve's content", || {
+        let s = status_within_bound(&alice);
+        (s["blobs"]["queued"].as_u64()? == 1).then_some(s)
+    });
+    eprintln!("eve stopped; A's downloads: {}", wanted["blobs"]);
+
+    // Honest work from B while eve hangs.
+    let (honest, since) = propose(&bob, &bob_wc, "honest.txt", b"honest work\n");
+    arrives_within_bound(&alice, &honest, since);
+    for _ in 0..5 {
+        status_within_bound(&alice);
+    }
+    let still = status_within_bound(&alice);
+    assert_eq!(
+        still["blobs"]["queued"].as_u64(),
+        Some(1),
+        "eve's content cannot have arrived while she is stopped: {still}"
+    );
+
+    // Eve answers again: her content arrives, and can be accepted.
+    e.signal("CONT");
+    wait_for("eve's content to reach A", || {
+        let s = status_within_bound(&alice);
+        (s["blobs"]["queued"].as_u64()? == 0 && s["blobs"]["given_up"].as_u64()? == 0).then_some(())
+    });
+    let id = withheld.id().to_hex();
+    alice.ok(["validate", &id, "--accept"]);
+    converge(&garden, &alice, &[&bob, &eve]);
+    let wc = scene.path("alice-wc");
+    alice.ok(["checkout", &garden, utf8(&wc)]);
+    assert!(fs::read(wc.join("big.bin")).expect("written") == big);
+}
