@@ -26,27 +26,27 @@
 //! answers in flight (at most [`MAX_REQUESTS_IN_FLIGHT`] × 1 MiB in the whole node).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, anyhow, bail};
 use commons_core::BlobHash;
-use commons_net::bulk::{BlobRange, BlobSource, BulkError, BulkLink, BulkServer};
+use commons_net::bulk::{BulkError, BulkLink, BulkServer};
 use commons_net::wire::{self, MAX_BLOB_CHUNK};
 use commons_net::{BlobChunk, FetchError, NetHandle, PeerId, SmallBlob, SyncResponse};
 use commons_rpc::BlobStats;
+use commons_store::BlobStore;
 use commons_store::outboard::{
-    self, CV_BYTES, GROUP_BYTES, MAX_BLOB_BYTES, group_count, group_span, outboard_len,
+    self, GROUP_BYTES, MAX_BLOB_BYTES, group_count, group_span, outboard_len,
 };
-use commons_store::{BlobStore, Store};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinError;
 
 use crate::config::BlobPolicy;
+use crate::partial::{Job, resume, start, verify_and_write};
 
 /// Groups per data request: 64 × 16 KiB = 1 MiB, the protocol's largest chunk.
 pub const GROUPS_PER_REQUEST: u64 = MAX_BLOB_CHUNK as u64 / GROUP_BYTES;
@@ -136,31 +136,6 @@ pub struct Fetched {
     pub received: u64,
     /// Bytes kept from an interrupted download.
     pub resumed: u64,
-}
-
-/// A download in progress: the partial files and which groups are verified.
-struct Job {
-    hash: BlobHash,
-    len: u64,
-    data: Arc<File>,
-    outboard: Arc<File>,
-    present: Bits,
-}
-
-/// One bit per chunk group.
-#[derive(Debug, Clone)]
-struct Bits(Vec<u64>);
-
-impl Bits {
-    fn new(n: u64) -> Bits {
-        Bits(vec![0; n.div_ceil(64) as usize])
-    }
-    fn set(&mut self, i: u64) {
-        self.0[(i / 64) as usize] |= 1 << (i % 64);
-    }
-    fn get(&self, i: u64) -> bool {
-        self.0[(i / 64) as usize] & (1 << (i % 64)) != 0
-    }
 }
 
 impl Blobs {
@@ -776,178 +751,4 @@ async fn request(
             .map_err(RangeError::from),
     };
     (peer, range, answer, Some(permit))
-}
-
-/// Checks an answer for `range` group by group against the outboard and writes the good groups
-/// before the first bad one; returns (good groups, their bytes).
-fn verify_and_write(
-    hash: &BlobHash,
-    len: u64,
-    range: (u64, u64),
-    chunk: &BlobChunk,
-    data: &File,
-    outboard: &File,
-) -> anyhow::Result<(u64, u64)> {
-    if chunk.total_len != len {
-        return Ok((0, 0));
-    }
-    let mut cvs = vec![0u8; (outboard_len(len).min(range.1 * CV_BYTES)) as usize];
-    if !cvs.is_empty() {
-        outboard.read_exact_at(&mut cvs, range.0 * CV_BYTES)?;
-    }
-    let good = outboard::verify_range(hash, len, range.0, &chunk.bytes, &cvs).min(range.1);
-    let (offset, _) = group_span(len, range.0);
-    let end = if good == 0 {
-        offset
-    } else {
-        let (s, l) = group_span(len, range.0 + good - 1);
-        s + l
-    };
-    let bytes = end - offset;
-    data.write_all_at(&chunk.bytes[..bytes as usize], offset)?;
-    Ok((good, bytes))
-}
-
-/// Creates the data file of a new download (as long as the blob, sparse) with its verified
-/// outboard at `outboard_path`.
-fn start(hash: BlobHash, len: u64, data: &Path, outboard_path: &Path) -> anyhow::Result<Job> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(data)?;
-    file.set_len(len)?;
-    Ok(Job {
-        hash,
-        len,
-        data: Arc::new(file),
-        outboard: Arc::new(File::open(outboard_path)?),
-        present: Bits::new(group_count(len)),
-    })
-}
-
-/// Picks up an interrupted download: verifies its outboard again and every group of its data
-/// file against it. `None` (and the files removed) if there is nothing usable.
-fn resume(hash: BlobHash, data: &Path, outboard_path: &Path) -> anyhow::Result<Option<(Job, u64)>> {
-    let (Ok(meta), true) = (std::fs::metadata(data), outboard_path.exists()) else {
-        discard(&[data.to_owned(), outboard_path.to_owned()]);
-        return Ok(None);
-    };
-    let len = meta.len();
-    let outboard_file = File::open(outboard_path)?;
-    if len > MAX_BLOB_BYTES
-        || !outboard::verify_outboard(&hash, len, BufReader::new(&outboard_file))?
-    {
-        tracing::warn!(target: "commons_node::blobs", blob = %hash, "partial download does not verify; starting again");
-        discard(&[data.to_owned(), outboard_path.to_owned()]);
-        return Ok(None);
-    }
-    let file = OpenOptions::new().read(true).write(true).open(data)?;
-    let groups = group_count(len);
-    let mut present = Bits::new(groups);
-    let mut resumed = 0u64;
-    let mut buf = vec![0u8; GROUP_BYTES as usize];
-    let mut cv = [0u8; CV_BYTES as usize];
-    for g in 0..groups {
-        let (offset, size) = group_span(len, g);
-        let bytes = &mut buf[..size as usize];
-        file.read_exact_at(bytes, offset)?;
-        let cvs: &[u8] = if groups > 1 {
-            outboard_file.read_exact_at(&mut cv, g * CV_BYTES)?;
-            &cv
-        } else {
-            &[]
-        };
-        if size > 0 && outboard::verify_range(&hash, len, g, bytes, cvs) == 1 {
-            present.set(g);
-            resumed += size;
-        }
-    }
-    Ok(Some((
-        Job {
-            hash,
-            len,
-            data: Arc::new(file),
-            outboard: Arc::new(outboard_file),
-            present,
-        },
-        resumed,
-    )))
-}
-
-fn discard(paths: &[PathBuf]) {
-    for p in paths {
-        let _ = std::fs::remove_file(p);
-    }
-}
-
-/// Answers `GetSmallBlobs` from the blob store: each blob whole, in the order asked, until the
-/// answer would pass the response cap (the asker asks again for the rest).
-pub fn read_small(store: &Store, hashes: &[BlobHash]) -> SyncResponse {
-    let blobs = store.blobs();
-    let mut budget = wire::MAX_RESPONSE_BYTES as u64 / 4 * 3;
-    let mut out = Vec::with_capacity(hashes.len());
-    for hash in hashes {
-        let blob = match blobs.open_blob(hash) {
-            Ok(Some(b)) => b,
-            _ => {
-                out.push(SmallBlob::Missing);
-                continue;
-            }
-        };
-        if blob.len() > wire::MAX_SMALL_BLOB_BYTES {
-            out.push(SmallBlob::TooLarge(blob.len()));
-            continue;
-        }
-        if blob.len() > budget {
-            break;
-        }
-        let mut bytes = vec![0; blob.len() as usize];
-        if blob.read_exact_at(&mut bytes, 0).is_err() {
-            out.push(SmallBlob::Missing);
-            continue;
-        }
-        budget -= blob.len();
-        out.push(SmallBlob::Bytes(bytes));
-    }
-    SyncResponse::SmallBlobs(out)
-}
-
-/// Answers `GetOutboard` from the blob store (computing a missing outboard first).
-pub fn read_outboard(store: &Store, hash: BlobHash, offset: u64, len: u32) -> SyncResponse {
-    let blobs = store.blobs();
-    let Ok(Some(total_len)) = blobs.len_of(&hash) else {
-        return SyncResponse::NotFound;
-    };
-    let Ok(Some(file)) = blobs.open_outboard(&hash) else {
-        return SyncResponse::NotFound;
-    };
-    let ob_len = outboard_len(total_len);
-    if file.len().ok() != Some(ob_len) {
-        tracing::warn!(target: "commons_node::blobs", blob = %hash, "outboard of the wrong length; not served");
-        return SyncResponse::NotFound;
-    }
-    let n = u64::from(len.min(MAX_BLOB_CHUNK)).min(ob_len.saturating_sub(offset));
-    let mut bytes = wire::chunk_buffer(n as usize);
-    if file.read_exact_at(&mut bytes, offset).is_err() {
-        return SyncResponse::NotFound;
-    }
-    SyncResponse::Outboard { total_len, bytes }
-}
-
-/// Serves the bulk port from the blob store (`commons_net::bulk`).
-#[derive(Debug)]
-pub struct StoreSource(pub BlobStore);
-
-impl BlobSource for StoreSource {
-    fn open(&self, hash: &BlobHash) -> Option<BlobRange> {
-        let blob = self.0.open_blob(hash).ok()??;
-        let (file, start) = blob.file_range();
-        Some(BlobRange {
-            file,
-            start,
-            len: blob.len(),
-        })
-    }
 }

@@ -17,9 +17,12 @@ pub mod config;
 pub mod control;
 pub mod downloader;
 pub mod follows;
+mod partial;
 pub mod reconcile;
 pub mod refused;
+pub mod serve;
 pub mod service;
+mod status;
 mod sync;
 #[cfg(test)]
 mod testing;
@@ -31,7 +34,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use commons_core::Record;
 use commons_net::bulk::BulkServer;
-use commons_net::{NetConfig, NetEvent, PeerId, SyncRequest, SyncResponse};
+use commons_net::{NetConfig, NetEvent, PeerId, SyncResponse};
 use commons_store::home::Home;
 use commons_store::{OpenError, Store};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -121,7 +124,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let bulk_server = match bulk {
         Some((server, listener)) => {
             println!("bulk blob port: {}", server.port());
-            let source = Arc::new(blobs::StoreSource(store.blobs().clone()));
+            let source = Arc::new(serve::StoreSource(store.blobs().clone()));
             tokio::spawn(server.clone().run(listener, source, net.clone()));
             Some(server)
         }
@@ -295,7 +298,7 @@ fn on_event(
             };
             let ctx = ctx.clone();
             tokio::spawn(async move {
-                let response = answer(&ctx, peer, request).await;
+                let response = serve::answer(&ctx, peer, request).await;
                 tracing::trace!(target: "commons_node::serve", %peer, "answered");
                 reply.respond(response);
                 drop(permit);
@@ -327,75 +330,6 @@ async fn ingest_gossip(ctx: Ctx, mut rx: mpsc::Receiver<(PeerId, Record)>) {
             }
             drop(slot);
         });
-    }
-}
-
-/// Answers a peer's sync request from the store.
-async fn answer(ctx: &Ctx, peer: PeerId, request: SyncRequest) -> SyncResponse {
-    let store = ctx.store.clone();
-    let reconcile = ctx.reconcile.clone();
-    let blobs = ctx.blobs.clone();
-    let result =
-        tokio::task::spawn_blocking(move || -> Result<SyncResponse, commons_store::StoreError> {
-            Ok(match request {
-                SyncRequest::GetRecords { ids } => {
-                    let found = store.get_many(ids)?;
-                    SyncResponse::Records(
-                        found
-                            .into_iter()
-                            .flatten()
-                            .map(|r| r.bytes().to_vec())
-                            .collect(),
-                    )
-                }
-                SyncRequest::ListIds {
-                    family,
-                    after,
-                    limit,
-                } => {
-                    let mut ids = store.family_ids(&family)?;
-                    ids.sort();
-                    let start = match after {
-                        Some(a) => ids.partition_point(|id| *id <= a),
-                        None => 0,
-                    };
-                    let limit = limit.min(commons_net::wire::MAX_LIST_IDS) as usize;
-                    let page: Vec<_> = ids[start..].iter().take(limit).copied().collect();
-                    let more = start + page.len() < ids.len();
-                    SyncResponse::Ids { ids: page, more }
-                }
-                SyncRequest::GetBlob { hash, offset, len } => read_chunk(&store, hash, offset, len),
-                SyncRequest::GetSmallBlobs { hashes } => blobs::read_small(&store, &hashes),
-                SyncRequest::GetOutboard { hash, offset, len } => {
-                    blobs::read_outboard(&store, hash, offset, len)
-                }
-                SyncRequest::Reconcile {
-                    family, message, ..
-                } => reconcile.answer(&store, family, &message),
-                SyncRequest::OpenBulk => blobs.bulk_ticket(peer),
-            })
-        })
-        .await;
-    match result {
-        Ok(Ok(r)) => r,
-        _ => SyncResponse::NotFound,
-    }
-}
-
-fn read_chunk(store: &Store, hash: commons_core::BlobHash, offset: u64, len: u32) -> SyncResponse {
-    let Ok(Some(blob)) = store.blobs().open_blob(&hash) else {
-        return SyncResponse::NotFound;
-    };
-    let total = blob.len();
-    let len =
-        u64::from(len.min(commons_net::wire::MAX_BLOB_CHUNK)).min(total.saturating_sub(offset));
-    let mut bytes = commons_net::wire::chunk_buffer(len as usize);
-    if blob.read_exact_at(&mut bytes, offset).is_err() {
-        return SyncResponse::NotFound;
-    }
-    SyncResponse::Blob {
-        total_len: total,
-        bytes,
     }
 }
 

@@ -63,7 +63,7 @@ pub type CatchUpRounds =
 /// blob file; a client polling `node status` must not turn that into a loop.
 pub const DISK_USAGE_MAX_AGE: Duration = Duration::from_secs(5);
 
-fn error(code: &str, message: impl ToString) -> Response {
+pub(crate) fn error(code: &str, message: impl ToString) -> Response {
     Response::Error(RpcError {
         code: code.into(),
         message: message.to_string(),
@@ -287,70 +287,6 @@ impl Ctx {
             }
         }
         Response::Stored(new)
-    }
-
-    async fn node_status(&self) -> Response {
-        let status = match self.net.status().await {
-            Ok(s) => s,
-            Err(e) => return error("network", e),
-        };
-        let store = self.store.clone();
-        let records = blocking(move || store.record_count()).await.unwrap_or(0);
-        let store = self.store.clone();
-        let damaged = blocking(move || store.damaged(commons_rpc::MAX_DAMAGED_LISTED))
-            .await
-            .map(|(count, list)| commons_rpc::DamagedReport {
-                count,
-                records: list
-                    .into_iter()
-                    .map(|d| commons_rpc::DamagedEntry {
-                        id: d.id,
-                        reason: d.reason,
-                        refetched: d.refetched,
-                    })
-                    .collect(),
-            })
-            .unwrap_or_default();
-        let store_bytes = self.store_bytes().await;
-        let mut blobs = self.blobs.report();
-        self.downloads.fill(&mut blobs);
-        let mut refused = status.refused.clone();
-        let dropped = self
-            .gossip_dropped
-            .load(std::sync::atomic::Ordering::Relaxed);
-        if dropped > 0 {
-            refused.insert("queue full".into(), dropped);
-        }
-        Response::NodeStatus(commons_rpc::NodeStatus {
-            peer_id: status.peer_id.to_string(),
-            node_key: self.node_key,
-            listen_addrs: status.listen_addrs.iter().map(|a| a.to_string()).collect(),
-            peers: status.connected.len(),
-            followed: self.follows.list(),
-            store_bytes,
-            records,
-            banned: status.banned.iter().map(|p| p.to_string()).collect(),
-            blobs,
-            reconcile: self.reconcile.report(),
-            damaged,
-            refused,
-        })
-    }
-
-    /// The store's size on disk, measured at most every [`DISK_USAGE_MAX_AGE`].
-    async fn store_bytes(&self) -> u64 {
-        let mut cached = self.disk_usage.lock().await;
-        if let Some((at, bytes)) = *cached
-            && at.elapsed() < DISK_USAGE_MAX_AGE
-        {
-            return bytes;
-        }
-        let store_dir = self.home.join("store");
-        let bytes = tokio::task::spawn_blocking(move || commons_store::home::dir_size(&store_dir))
-            .await
-            .unwrap_or(0);
-        *cached = Some((Instant::now(), bytes));
-        bytes
     }
 
     /// The lineages of the family of `lineage` that this store knows.

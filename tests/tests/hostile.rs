@@ -181,7 +181,7 @@ fn a_peer_that_stops_answering_costs_only_its_own_content() {
     import(
         &alice,
         &scene.path("record.bundle"),
-        &[withheld.clone()],
+        std::slice::from_ref(&withheld),
         &[],
     );
     let wanted = wait_for("A to want eve's content", || {
