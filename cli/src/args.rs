@@ -169,6 +169,29 @@ A full 64-digit id may name a commons this home has not seen yet. Needs a runnin
         /// Id, unique id prefix, or name of the commons.
         id: String,
     },
+    /// Refuse an author's records or a peer's connections from now on (local policy: they are
+    /// not stored and not forwarded).
+    #[command(after_help = "\
+Examples:
+  commons block did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK
+  commons block 12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo
+
+Needs a running commonsd. `commons blocked` lists what is blocked.")]
+    Block {
+        /// An author (`did:key:…`, as `patch show` names them) or a peer id (`node peers`).
+        entry: String,
+    },
+    /// Take an author or a peer off the block list.
+    #[command(
+        after_help = "Example:\n  commons unblock did:key:z6Mk…\n\nNeeds a running commonsd."
+    )]
+    Unblock {
+        /// The author or peer id, as `commons blocked` lists it.
+        entry: String,
+    },
+    /// List the blocked authors and peers.
+    #[command(after_help = "Example:\n  commons blocked --json\n\nNeeds a running commonsd.")]
+    Blocked,
     /// Pull a commons and its forks from the connected peers now.
     #[command(after_help = "Example:\n  commons sync 3f2a --json\n\nNeeds a running commonsd.")]
     Sync {

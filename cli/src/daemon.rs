@@ -157,6 +157,25 @@ impl DaemonBackend {
         }
     }
 
+    /// Blocks (`on`) or unblocks an author or a peer.
+    pub fn block(&self, entry: &str, on: bool) -> Result<()> {
+        match self.call(&Request::Block {
+            entry: entry.to_owned(),
+            on,
+        })? {
+            Response::Ok => Ok(()),
+            other => Err(unexpected("block", &other)),
+        }
+    }
+
+    /// The block list.
+    pub fn blocked(&self) -> Result<Vec<String>> {
+        match self.call(&Request::Blocked)? {
+            Response::Blocked(list) => Ok(list),
+            other => Err(unexpected("blocked", &other)),
+        }
+    }
+
     /// Follows a lineage and pulls it from peers now.
     pub fn follow(&self, lineage: LineageId) -> Result<SyncReport> {
         self.want_progress();
@@ -217,6 +236,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::Tree(_) => "tree",
         Response::NodeStatus(_) => "node status",
         Response::Peers(_) => "peers",
+        Response::Blocked(_) => "blocked",
         Response::Synced(_) => "synced",
         Response::Ok => "ok",
         Response::Progress(_) => "progress",
@@ -243,6 +263,7 @@ pub fn rpc_error(e: RpcError) -> CliError {
             .hint("check the address and that the peer is reachable; `commons node peers` lists connected peers"),
         "store" => CliError::error(e.message)
             .hint("check the daemon's log and the disk of its home"),
+        "blocked" | "exists" | "full" => CliError::refused(e.message),
         other => CliError::error(format!("commonsd: {} ({other})", e.message))
             .hint("the commons and commonsd versions may differ; install matching versions"),
     }

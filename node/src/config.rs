@@ -9,6 +9,13 @@
 //! blobs = "eager"   # or "lazy": fetch a patch's files only when a checkout needs them
 //! bulk = true       # large blobs over a plain TCP connection (checked, not encrypted)
 //! bulk_port = 0     # the bulk port (0: chosen by the OS)
+//! max_connections_per_ip = 16   # inbound connections from one IP address
+//!
+//! [gossip]          # rate limits on gossip records (token buckets: a burst, then a rate)
+//! peer_burst = 20000
+//! peer_per_sec = 1000
+//! author_burst = 10000
+//! author_per_sec = 100
 //! ```
 
 use std::path::Path;
@@ -35,6 +42,18 @@ struct FileConfig {
     blobs: Option<BlobPolicy>,
     bulk: Option<bool>,
     bulk_port: Option<u16>,
+    max_connections_per_ip: Option<u32>,
+    gossip: Option<GossipLimits>,
+}
+
+/// `[gossip]` of the file.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GossipLimits {
+    peer_burst: Option<f64>,
+    peer_per_sec: Option<f64>,
+    author_burst: Option<f64>,
+    author_per_sec: Option<f64>,
 }
 
 /// When the blobs (file contents) of patches are fetched from peers.
@@ -49,7 +68,7 @@ pub enum BlobPolicy {
 }
 
 /// The effective configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Multiaddrs to listen on.
     pub listen: Vec<String>,
@@ -69,6 +88,11 @@ pub struct Config {
     pub bulk: bool,
     /// The bulk port (0: chosen by the OS), on the IP address of the first listen address.
     pub bulk_port: u16,
+    /// Most inbound connections from one IP address (`None`: the network's default, or a
+    /// loopback-friendly one in tests).
+    pub max_connections_per_ip: Option<u32>,
+    /// Rate limits on gossip records, per peer and per author.
+    pub rates: commons_net::policy::Rates,
 }
 
 /// Flags that override the file.
@@ -118,8 +142,41 @@ impl Config {
             blobs: file.blobs.unwrap_or_default(),
             bulk: file.bulk.unwrap_or(true) && !flags.no_bulk,
             bulk_port: file.bulk_port.unwrap_or(0),
+            max_connections_per_ip: match file.max_connections_per_ip {
+                Some(0) => bail!(
+                    "{}: max_connections_per_ip must be at least 1",
+                    path.display()
+                ),
+                other => other,
+            },
+            rates: rates(file.gossip.unwrap_or_default(), &path)?,
         })
     }
+}
+
+fn rates(g: GossipLimits, path: &Path) -> anyhow::Result<commons_net::policy::Rates> {
+    use commons_net::policy::{Rate, Rates};
+    let d = Rates::default();
+    let check = |v: Option<f64>, default: f64, name: &str| -> anyhow::Result<f64> {
+        match v {
+            Some(x) if !(x.is_finite() && x >= 1.0) => bail!(
+                "{}: gossip.{name} must be a number of at least 1",
+                path.display()
+            ),
+            Some(x) => Ok(x),
+            None => Ok(default),
+        }
+    };
+    Ok(Rates {
+        peer: Rate {
+            burst: check(g.peer_burst, d.peer.burst, "peer_burst")?,
+            per_sec: check(g.peer_per_sec, d.peer.per_sec, "peer_per_sec")?,
+        },
+        author: Rate {
+            burst: check(g.author_burst, d.author.burst, "author_burst")?,
+            per_sec: check(g.author_per_sec, d.author.per_sec, "author_per_sec")?,
+        },
+    })
 }
 
 #[cfg(test)]

@@ -95,6 +95,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let socket = control::socket_path(home.root());
     let listener = control::bind(&socket)?;
     let follows = Follows::load(home.root())?;
+    let blocked = follows::BlockList::load(home.root())?;
 
     let mut net_config = NetConfig::new(identity.node.seed());
     net_config.listen = parse_addrs(&config.listen, "listen")?;
@@ -107,7 +108,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             net_config.ip_colocation_factor_threshold = 1000.0;
             net_config.heartbeat = std::time::Duration::from_millis(200);
             net_config.heartbeat_initial_delay = std::time::Duration::from_millis(100);
+            net_config.max_connections_per_ip = 1000;
         }
+    }
+    net_config.rates = config.rates;
+    if let Some(n) = config.max_connections_per_ip {
+        net_config.max_connections_per_ip = n;
     }
     let bulk = match config.bulk {
         true => Some(bind_bulk(&net_config.listen, config.bulk_port).await?),
@@ -138,6 +144,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         gossip_dropped: Arc::default(),
         net: net.clone(),
         follows,
+        blocked: blocked.clone(),
         home: home.root().to_owned(),
         node_key: identity.node.public(),
         catchups: Arc::new(Semaphore::new(service::MAX_CATCHUPS)),
@@ -147,6 +154,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         disk_usage: Arc::default(),
         catch_up_chunk: catch_up_chunk(),
     };
+    for entry in blocked.list() {
+        net.block(entry.0, true).await?;
+    }
     follow_own_commons(&ctx, identity.author.public()).await;
     for l in ctx.follows.list() {
         ctx.subscribe_family(l).await;

@@ -15,6 +15,7 @@ pub async fn answer(ctx: &Ctx, peer: PeerId, request: SyncRequest) -> SyncRespon
     let store = ctx.store.clone();
     let reconcile = ctx.reconcile.clone();
     let blobs = ctx.blobs.clone();
+    let blocked = ctx.blocked.clone();
     let result =
         tokio::task::spawn_blocking(move || -> Result<SyncResponse, commons_store::StoreError> {
             Ok(match request {
@@ -24,6 +25,8 @@ pub async fn answer(ctx: &Ctx, peer: PeerId, request: SyncRequest) -> SyncRespon
                         found
                             .into_iter()
                             .flatten()
+                            // Blocked authors' records are not forwarded, by gossip or sync.
+                            .filter(|r| !blocked.blocks_author(&r.author()))
                             .map(|r| r.bytes().to_vec())
                             .collect(),
                     )

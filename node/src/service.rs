@@ -33,6 +33,8 @@ pub struct Ctx {
     pub net: NetHandle,
     /// Followed lineages.
     pub follows: Follows,
+    /// Blocked authors and peers (local policy; the network task applies it to gossip).
+    pub blocked: crate::follows::BlockList,
     /// The home directory (for store size and temporary files).
     pub home: PathBuf,
     /// The node key, as shown by `node status`.
@@ -217,6 +219,10 @@ impl Ctx {
                 Err(e) => e,
             },
             Request::FetchBlobs { hashes } => self.fetch_blobs_now(hashes).await,
+            Request::Block { entry, on } => self.block(&entry, on).await,
+            Request::Blocked => {
+                Response::Blocked(self.blocked.list().iter().map(|e| e.to_string()).collect())
+            }
             // The control connection handles it; here it only acknowledges.
             Request::WantProgress => Response::Ok,
         }
@@ -242,12 +248,53 @@ impl Ctx {
         .await
     }
 
+    async fn block(&self, entry: &str, on: bool) -> Response {
+        let parsed: crate::follows::Entry = match entry.parse() {
+            Ok(e) => e,
+            Err(e) => return error("invalid", format!("{e:#}")),
+        };
+        let changed = match on {
+            true => self.blocked.add(parsed),
+            false => self.blocked.remove(&parsed),
+        };
+        match changed {
+            Ok(true) => {}
+            Ok(false) if on => return error("exists", format!("{entry} is already blocked")),
+            Ok(false) => return error("not_found", format!("{entry} is not blocked")),
+            Err(e) => return error("store", format!("{e:#}")),
+        }
+        match self.net.block(parsed.0, on).await {
+            Ok(true) => Response::Ok,
+            Ok(false) => {
+                let _ = self.blocked.remove(&parsed);
+                error(
+                    "full",
+                    format!(
+                        "the block list is full ({} entries of this kind)",
+                        commons_net::policy::MAX_BLOCKED
+                    ),
+                )
+            }
+            Err(e) => error("network", e),
+        }
+    }
+
     async fn put_from_cli(&self, records: Vec<RecordBytes>) -> Response {
         // The CLI sends whole histories at once (create --from, fork): verified on several threads.
         let bytes: Vec<&[u8]> = records.iter().map(|r| r.0.as_slice()).collect();
         let mut verified = Vec::with_capacity(records.len());
         for (i, r) in Record::decode_batch(&bytes).into_iter().enumerate() {
             match r {
+                Ok(rec) if self.blocked.blocks_author(&rec.author()) => {
+                    return error(
+                        "blocked",
+                        format!(
+                            "record #{i} ({}) is signed by {}, whom this node blocks; `commons unblock` them first",
+                            rec.id().short(),
+                            rec.author()
+                        ),
+                    );
+                }
                 Ok(rec) => verified.push(rec),
                 Err(e) => return error("invalid", format!("record #{i}: {e}")),
             }

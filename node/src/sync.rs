@@ -332,6 +332,9 @@ impl Ctx {
         ready: Vec<Record>,
         report: &mut SyncReport,
     ) {
+        // Local policy: records of blocked authors are not stored (a peer may not know).
+        let mut ready = ready;
+        ready.retain(|r| !self.blocked.blocks_author(&r.author()));
         if ready.is_empty() {
             return;
         }

@@ -273,6 +273,28 @@ pub fn one_file_patch(
     .expect("a valid one-file patch")
 }
 
+/// Writes a bundle of `records` and `blobs` to `file` and imports it into `p`'s home (through
+/// its daemon when it runs one).
+pub fn import_bundle(
+    p: &Person,
+    file: &Path,
+    records: &[commons_core::Record],
+    blobs: &[&[u8]],
+) -> Output {
+    let out = std::fs::File::create(file).expect("create bundle");
+    let mut w = commons_cli::bundle::BundleWriter::new(out, records.len() as u64).expect("bundle");
+    for r in records {
+        w.record(r).expect("record");
+    }
+    w.blobs(blobs.len() as u64).expect("blobs");
+    for b in blobs {
+        w.blob(&BlobHash::of(b), b.len() as u64, &mut &b[..])
+            .expect("blob");
+    }
+    w.finish().expect("finish");
+    p.run(["bundle", "import", utf8(file)])
+}
+
 /// A path as `&str`, for command-line arguments (test paths are UTF-8).
 pub fn utf8(p: &Path) -> &str {
     p.to_str().expect("a UTF-8 path")

@@ -8,8 +8,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use commons_cli::bundle::BundleWriter;
-use commons_core::{BlobHash, LineageId, Record};
+use commons_core::{LineageId, Record};
 use commons_tests::fixture::Rng;
 use commons_tests::net::{Daemon, HostilePeer, converge, wait_for};
 use commons_tests::{Person, Scene, bin, daemon_bin, one_file_patch, utf8};
@@ -125,21 +124,10 @@ fn a_flood_of_patches_naming_content_nobody_holds_does_not_hold_up_honest_work()
     assert!(flood.finish().contains(&"published 300".to_owned()));
 }
 
-/// Writes a bundle of `records` and `blobs` and imports it into `p`'s home (through its
-/// daemon when it runs one).
+/// Imports a bundle of `records` and `blobs` into `p`'s home.
 fn import(p: &Person, file: &std::path::Path, records: &[Record], blobs: &[&[u8]]) {
-    let out = fs::File::create(file).expect("create bundle");
-    let mut w = BundleWriter::new(out, records.len() as u64).expect("bundle");
-    for r in records {
-        w.record(r).expect("record");
-    }
-    w.blobs(blobs.len() as u64).expect("blobs");
-    for b in blobs {
-        w.blob(&BlobHash::of(b), b.len() as u64, &mut &b[..])
-            .expect("blob");
-    }
-    w.finish().expect("finish");
-    p.ok(["bundle", "import", utf8(file)]);
+    let out = commons_tests::import_bundle(p, file, records, blobs);
+    assert_eq!(out.code, 0, "bundle import: {}", out.stderr);
 }
 
 /// Test 2. A peer holds the content of a patch and stops answering (SIGSTOP) just as node A

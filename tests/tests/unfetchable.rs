@@ -5,28 +5,16 @@
 //! missing files for deletions and fills them in by `update` once the content arrives.
 
 use std::fs;
-use std::path::Path;
 
-use commons_cli::bundle::BundleWriter;
-use commons_core::{BlobHash, LineageId, Record};
+use commons_core::{LineageId, Record};
 use commons_tests::{Person, Scene, bin, one_file_patch, read_tree, str_of, utf8};
 
 const GHOST: &[u8] = b"content that nobody has given\n";
 
-/// Writes a bundle of `records` and `blobs` and imports it into `p`'s home.
-fn import(p: &Person, file: &Path, records: &[Record], blobs: &[&[u8]]) {
-    let out = fs::File::create(file).expect("create bundle");
-    let mut w = BundleWriter::new(out, records.len() as u64).expect("bundle");
-    for r in records {
-        w.record(r).expect("record");
-    }
-    w.blobs(blobs.len() as u64).expect("blobs");
-    for b in blobs {
-        w.blob(&BlobHash::of(b), b.len() as u64, &mut &b[..])
-            .expect("blob");
-    }
-    w.finish().expect("finish");
-    p.ok(["bundle", "import", utf8(file)]);
+/// Imports a bundle of `records` and `blobs` into `p`'s home.
+fn import(p: &Person, file: &std::path::Path, records: &[Record], blobs: &[&[u8]]) {
+    let out = commons_tests::import_bundle(p, file, records, blobs);
+    assert_eq!(out.code, 0, "bundle import: {}", out.stderr);
 }
 
 #[test]

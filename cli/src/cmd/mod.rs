@@ -1,6 +1,7 @@
 //! The commands. Each takes a [`Ctx`] and its arguments, talks to the backend, and prints through
 //! [`Ctx::emit`] (text or `--json`).
 
+mod block;
 mod exchange;
 mod found;
 mod id;
@@ -51,6 +52,9 @@ pub fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Follow { id } => node::follow(ctx, &id),
         Command::Unfollow { id } => node::unfollow(ctx, &id),
         Command::Sync { id } => node::sync(ctx, &id),
+        Command::Block { entry } => block::block(ctx, &entry, true),
+        Command::Unblock { entry } => block::block(ctx, &entry, false),
+        Command::Blocked => block::list(ctx),
         Command::Completions { .. } | Command::Demo => Err(CliError::error(
             "this command runs before a context is made",
         )),

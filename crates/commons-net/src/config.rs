@@ -43,6 +43,12 @@ pub struct NetConfig {
     pub strikes_before_ban: u32,
     /// How long a ban lasts.
     pub ban_duration: Duration,
+    /// Rate limits on gossip, per peer and per author (see [`crate::policy`]).
+    pub rates: crate::policy::Rates,
+    /// Most established connections from one remote IP address: fresh peer ids are free, so
+    /// bans per peer id alone would let one machine take every connection slot. Raise it for
+    /// tests on loopback, where every peer shares 127.0.0.1.
+    pub max_connections_per_ip: u32,
 }
 
 impl NetConfig {
@@ -64,6 +70,8 @@ impl NetConfig {
             ip_colocation_factor_threshold: 10.0,
             strikes_before_ban: 3,
             ban_duration: Duration::from_secs(15 * 60),
+            rates: crate::policy::Rates::default(),
+            max_connections_per_ip: 16,
         }
     }
 }
@@ -89,6 +97,8 @@ impl fmt::Debug for NetConfig {
             )
             .field("strikes_before_ban", &self.strikes_before_ban)
             .field("ban_duration", &self.ban_duration)
+            .field("rates", &self.rates)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
             .finish()
     }
 }

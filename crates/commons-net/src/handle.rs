@@ -363,6 +363,20 @@ pub(crate) enum Command {
         peer: PeerId,
         reason: String,
     },
+    Block {
+        entry: Blocked,
+        on: bool,
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+/// An entry of the block list (see [`crate::policy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Blocked {
+    /// Records signed by this author are refused and not forwarded.
+    Author(commons_core::PublicKey),
+    /// This peer is disconnected and refused, and what it sends is dropped.
+    Peer(PeerId),
 }
 
 /// Gives orders to the network task. Cheap to clone; the task stops when [`NetHandle::shutdown`]
@@ -469,6 +483,13 @@ impl NetHandle {
             })
             .await
             .map_err(|_| NetError::Closed)
+    }
+
+    /// Blocks (`on`) or unblocks an author or a peer. Returns false if the block list is full.
+    pub async fn block(&self, entry: Blocked, on: bool) -> Result<bool, NetError> {
+        self.call(|reply| Command::Block { entry, on, reply })
+            .await
+            .ok_or(NetError::Closed)
     }
 
     /// Stops the network task. The task closes its connections and ends; the join handle

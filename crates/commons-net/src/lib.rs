@@ -11,7 +11,8 @@
 //! pass [`commons_core::Record::decode`] is forwarded or handed to the node as a record.
 //!
 //! Module map: [`gossip`] (topics, message ids, the verdict on a gossip message), [`wire`] (the
-//! sync messages, their limits and codec), [`penalty`] (strikes and bans), [`behaviour`] (how each
+//! sync messages, their limits and codec), [`penalty`] (strikes and bans), [`policy`] (block list
+//! and rate limits on gossip), [`behaviour`] (how each
 //! libp2p protocol is configured), [`handle`] (the node's API), [`task`] (the event loop),
 //! [`reconcile`] (a set-reconciliation session with a peer).
 
@@ -21,6 +22,7 @@ pub mod config;
 pub mod gossip;
 pub mod handle;
 pub mod penalty;
+pub mod policy;
 pub mod reconcile;
 pub mod task;
 pub mod wire;
@@ -33,8 +35,8 @@ use tokio::task::JoinHandle;
 pub use config::NetConfig;
 pub use gossip::record_id_of_bytes;
 pub use handle::{
-    BadResponse, BlobChunk, FetchError, IdPage, NetError, NetEvent, NetHandle, NetStatus, PeerInfo,
-    PublishError, Published, RequestFailure, Responder, SpawnError,
+    BadResponse, BlobChunk, Blocked, FetchError, IdPage, NetError, NetEvent, NetHandle, NetStatus,
+    PeerInfo, PublishError, Published, RequestFailure, Responder, SpawnError,
 };
 pub use libp2p::{Multiaddr, PeerId, multiaddr};
 pub use reconcile::Reconciled;

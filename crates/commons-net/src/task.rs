@@ -127,6 +127,9 @@ pub(crate) struct NetTask {
     inbound_per_peer: HashMap<PeerId, usize>,
     queries: HashMap<kad::QueryId, ProviderQuery>,
     penalties: Penalties,
+    /// The block list and the rate limits on gossip.
+    policy: crate::policy::Policy,
+    max_connections_per_ip: u32,
     connections: HashMap<PeerId, Vec<(ConnectionId, Multiaddr)>>,
     /// Whether the followed lineages still have to be announced to the DHT. A lineage followed
     /// before the node knew any peer was announced only locally; it is announced again once,
@@ -161,6 +164,8 @@ impl NetTask {
             inbound_per_peer: HashMap::new(),
             queries: HashMap::new(),
             penalties: Penalties::new(cfg.strikes_before_ban, cfg.ban_duration),
+            policy: crate::policy::Policy::new(cfg.rates),
+            max_connections_per_ip: cfg.max_connections_per_ip,
             connections: HashMap::new(),
             announce_after_bootstrap: true,
             gossip_waiting: Vec::new(),
@@ -230,6 +235,30 @@ impl NetTask {
             } => self.send_request(peer, request, reply),
             Command::Providers { lineage, reply } => self.find_providers(lineage, Some(reply)),
             Command::Penalise { peer, reason } => self.strike(peer, &reason),
+            Command::Block { entry, on, reply } => {
+                let _ = reply.send(self.block(entry, on));
+            }
+        }
+    }
+
+    /// Applies a change of the block list: a blocked peer is disconnected and refused at once
+    /// (as a ban, but until unblocked).
+    fn block(&mut self, entry: crate::handle::Blocked, on: bool) -> bool {
+        use crate::handle::Blocked;
+        match entry {
+            Blocked::Author(author) => self.policy.block_author(author, on),
+            Blocked::Peer(peer) => {
+                if !self.policy.block_peer(peer, on) {
+                    return false;
+                }
+                let b = self.swarm.behaviour_mut();
+                if on {
+                    b.block_list.block_peer(peer);
+                } else if !self.penalties.is_banned(&peer) {
+                    b.block_list.unblock_peer(peer);
+                }
+                true
+            }
         }
     }
 
@@ -435,7 +464,7 @@ impl NetTask {
             .block_list
             .blocked_peers()
             .iter()
-            .filter(|p| !self.penalties.is_banned(p))
+            .filter(|p| !self.penalties.is_banned(p) && !self.policy.is_blocked_peer(p))
             .copied()
             .collect();
         for peer in lifted {
@@ -520,12 +549,21 @@ impl NetTask {
                 endpoint,
                 num_established,
                 ..
-            } => self.on_connected(
-                peer_id,
-                connection_id,
-                endpoint.get_remote_address().clone(),
-                num_established.get(),
-            ),
+            } => {
+                if !endpoint.is_dialer() && self.over_ip_cap(endpoint.get_remote_address()) {
+                    // One machine may not take every slot with fresh peer ids.
+                    tracing::debug!(target: "commons_net", peer = %peer_id, addr = %endpoint.get_remote_address(), "too many connections from one address");
+                    *self.refused.entry("connections per address").or_default() += 1;
+                    let _ = self.swarm.close_connection(connection_id);
+                    return;
+                }
+                self.on_connected(
+                    peer_id,
+                    connection_id,
+                    endpoint.get_remote_address().clone(),
+                    num_established.get(),
+                )
+            }
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 connection_id,
@@ -560,6 +598,20 @@ impl NetTask {
     fn on_listening(&mut self, address: Multiaddr) {
         tracing::info!(target: "commons_net", %address, "listening");
         self.events.emit(NetEvent::ListeningOn(address));
+    }
+
+    /// Whether a new inbound connection from `addr` would pass [`NetConfig::max_connections_per_ip`].
+    fn over_ip_cap(&self, addr: &Multiaddr) -> bool {
+        let Some(ip) = crate::bulk::ip_of(addr) else {
+            return false;
+        };
+        let from_ip = self
+            .connections
+            .values()
+            .flatten()
+            .filter(|(_, a)| crate::bulk::ip_of(a) == Some(ip))
+            .count();
+        from_ip >= self.max_connections_per_ip as usize
     }
 
     fn on_connected(&mut self, peer: PeerId, id: ConnectionId, addr: Multiaddr, established: u32) {
@@ -630,10 +682,26 @@ impl NetTask {
             Some(topic) => gossip::on_topic(judgement, topic),
             None => judgement,
         };
-        let acceptance = match lineage {
-            Some(_) => judgement.acceptance(),
-            None => MessageAcceptance::Ignore,
+        // Local policy on what verified: refused ones are not forwarded (see `policy.rs`).
+        let verdict = match &judgement {
+            Judgement::Accept(record) => {
+                self.policy
+                    .check(source, record.author(), std::time::Instant::now())
+            }
+            _ => crate::policy::Verdict::Pass,
         };
+        let acceptance = match (lineage, verdict) {
+            (Some(_), crate::policy::Verdict::Pass) => judgement.acceptance(),
+            _ => MessageAcceptance::Ignore,
+        };
+        if let Some(kind) = verdict.kind() {
+            tracing::debug!(target: "commons_net", peer = %source, kind, "gossip refused by local policy");
+            *self.refused.entry(kind).or_default() += 1;
+            if verdict == (crate::policy::Verdict::PeerRate { strike: true }) {
+                self.strike(source, "gossip over the per-peer rate");
+            }
+            return;
+        }
         // Report first: an accepted message is forwarded at once.
         self.swarm
             .behaviour_mut()

@@ -130,6 +130,16 @@ pub enum Request {
         /// The blobs wanted.
         hashes: Vec<BlobHash>,
     },
+    /// Add (`on`) or remove an entry of the block list: a `did:key:…` author (their records
+    /// are refused and not forwarded) or a peer id (disconnected and refused).
+    Block {
+        /// The entry, as text.
+        entry: String,
+        /// Block (true) or unblock.
+        on: bool,
+    },
+    /// The block list. Answered with `Blocked`.
+    Blocked,
     /// From now on, on this connection, `Sync`, `Follow` and `FetchBlobs` send `Progress`
     /// frames before their final answer. Answered with `Ok`.
     WantProgress,
@@ -341,6 +351,8 @@ pub enum Response {
     NodeStatus(NodeStatus),
     /// Peers.
     Peers(Vec<Peer>),
+    /// The block list's entries (`did:key:…` authors and peer ids).
+    Blocked(Vec<String>),
     /// Sync report.
     Synced(SyncReport),
     /// Done, nothing to report.
