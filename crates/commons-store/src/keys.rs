@@ -70,6 +70,10 @@ pub enum T {
     Damaged,
     /// kind byte ‖ record id → record bytes: records waiting to be ingested again by a re-index.
     Reindex,
+    /// target patch ‖ lineage ‖ validation id → author ‖ timestamp BE ‖ verdict: validations by
+    /// authors who do not maintain the lineage they name, kept apart from `validations` so that
+    /// they are shown but never read to compute a status (a flood of them costs O(1) each).
+    Opinions,
     /// blob hash → lineage id: blobs that stored patches create and that were not here when the
     /// patches were stored, kept for the node's downloader (see `wanted.rs`).
     Wanted,
@@ -77,7 +81,7 @@ pub enum T {
 
 impl T {
     /// Every tree, in a fixed order (its index is `self as usize`).
-    pub const ALL: [T; 19] = [
+    pub const ALL: [T; 20] = [
         T::Meta,
         T::Records,
         T::LineageRecords,
@@ -96,6 +100,7 @@ impl T {
         T::BaseWaits,
         T::Damaged,
         T::Reindex,
+        T::Opinions,
         T::Wanted,
     ];
 
@@ -130,6 +135,7 @@ impl T {
             T::BaseWaits => "base_waits",
             T::Damaged => "damaged",
             T::Reindex => "reindex",
+            T::Opinions => "opinions",
             T::Wanted => "wanted_blobs",
         }
     }

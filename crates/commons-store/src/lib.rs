@@ -118,6 +118,8 @@ pub struct StoreStats {
     pub rebuilds: u64,
     /// Stored records found not to decode, and set aside.
     pub set_aside: u64,
+    /// Votes read from the `validations` index to compute statuses.
+    pub votes_read: u64,
 }
 
 /// A short summary of one lineage, kept up to date by the store.
@@ -491,6 +493,7 @@ impl Store {
             log_entries_read: c.log_entries_read.load(Relaxed),
             rebuilds: c.rebuilds.load(Relaxed),
             set_aside: c.set_aside.load(Relaxed),
+            votes_read: c.votes_read.load(Relaxed),
         }
     }
 

@@ -304,13 +304,15 @@ pub fn history(ctx: &Ctx<'_>, lineage: &LineageId) -> Result<Vec<(RecordId, Outc
     Ok(out)
 }
 
-/// Validations of a patch, in any lineage.
+/// Validations of a patch, in any lineage: the maintainers' first, then the others' opinions.
 pub fn validations_of(ctx: &mut Ctx<'_>, patch: &RecordId) -> Result<Vec<Record>, StoreError> {
     let mut out = Vec::new();
-    for (k, _) in ctx.o.scan_prefix(T::Validations, patch.as_bytes())? {
-        let id = keys::id_at(&k, 64).ok_or_else(|| corrupt(T::Validations, "short key"))?;
-        if let Some(r) = ctx.record(&RecordId(id))? {
-            out.push(r);
+    for t in [T::Validations, T::Opinions] {
+        for (k, _) in ctx.o.scan_prefix(t, patch.as_bytes())? {
+            let id = keys::id_at(&k, 64).ok_or_else(|| corrupt(t, "short key"))?;
+            if let Some(r) = ctx.record(&RecordId(id))? {
+                out.push(r);
+            }
         }
     }
     Ok(out)

@@ -39,6 +39,8 @@ pub struct Counters {
     pub log_entries_read: AtomicU64,
     /// Lineage states recomputed from scratch.
     pub rebuilds: AtomicU64,
+    /// Votes (entries of the `validations` index) read to compute statuses.
+    pub votes_read: AtomicU64,
     /// Records in the store (committed). Maintained by the storage thread.
     pub stored_records: AtomicU64,
     /// Stored records found not to decode and set aside since the store was opened.
@@ -179,11 +181,13 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Votes cast on `patch` in `lineage`.
+    /// Votes cast on `patch` in `lineage` (by its maintainers, and by anyone before the
+    /// lineage's charter was here).
     pub fn votes(&self, patch: &RecordId, lineage: &LineageId) -> Result<Vec<Vote>, StoreError> {
         let prefix = keys::pair(patch.as_bytes(), lineage.as_bytes());
-        self.o
-            .scan_prefix(T::Validations, &prefix)?
+        let entries = self.o.scan_prefix(T::Validations, &prefix)?;
+        bump(&self.counters.votes_read, entries.len() as u64);
+        entries
             .into_iter()
             .map(|(k, v)| {
                 let id = keys::id_at(&k, 64);
@@ -519,11 +523,16 @@ impl<'a> Ctx<'a> {
             timestamp: record.timestamp(),
             verdict: v.verdict,
         };
-        self.o.insert(
-            T::Validations,
-            keys::validation_key(&v.patch, &v.lineage, &record.id()),
-            value.encode(),
-        );
+        let key = keys::validation_key(&v.patch, &v.lineage, &record.id());
+        // Anyone may validate, but only the lineage's maintainers count: the others' opinions
+        // are kept for display and touch no status (so a flood of them costs O(1) each).
+        if let Some(charter) = self.charter(&v.lineage)?
+            && charter.maintainers.binary_search(&record.author()).is_err()
+        {
+            self.o.insert(T::Opinions, key, value.encode());
+            return Ok(());
+        }
+        self.o.insert(T::Validations, key, value.encode());
         self.refresh(&v.lineage, &v.patch)
     }
 

@@ -394,3 +394,59 @@ fn garbage_over_the_database_files_is_an_error_not_a_panic() {
         }
     }
 }
+
+/// Anyone may validate, but only maintainers count: a flood of validations by non-maintainers
+/// is stored and shown, and costs O(1) each (no status is computed again for them), where each
+/// used to re-read every vote on the patch (O(n²) in all).
+#[test]
+fn validations_by_non_maintainers_cost_nothing_per_vote_and_are_still_shown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("store")).expect("open");
+    let alice = key(1);
+    let c = charter(&alice, 1, "garden", maintainers(&[&alice]), 1, None);
+    let lineage = LineageId::from(c.id());
+    let p = patch(
+        &key(2),
+        2,
+        lineage,
+        vec![],
+        vec![("a.txt".into(), None, Some(blob(1)))],
+        "p",
+    );
+    store.put(vec![c, p.clone()]).expect("put");
+    let before = store.stats().votes_read;
+    let flood = 400u32;
+    for i in 0..flood {
+        let mut seed = [0u8; 32];
+        seed[..4].copy_from_slice(&i.to_be_bytes());
+        seed[31] = 0xee;
+        let spammer = commons_core::SecretKey::from_seed(seed);
+        let v = validation(&spammer, 10 + u64::from(i), lineage, p.id(), i % 2 == 0);
+        store.put(vec![v]).expect("put");
+    }
+    assert_eq!(
+        store.stats().votes_read - before,
+        0,
+        "no vote was read for the non-maintainers' validations"
+    );
+    assert_eq!(
+        store.status(&lineage, &p.id()).expect("status"),
+        Some(PatchStatus::Pending)
+    );
+    store
+        .put(vec![validation(&alice, 1_000, lineage, p.id(), true)])
+        .expect("put");
+    assert!(
+        store.stats().votes_read - before <= 2,
+        "the maintainer's vote is read once"
+    );
+    assert_eq!(
+        store.status(&lineage, &p.id()).expect("status"),
+        Some(PatchStatus::Accepted)
+    );
+    assert_eq!(
+        store.validations_of(&p.id()).expect("validations").len(),
+        flood as usize + 1,
+        "every validation is still shown"
+    );
+}
