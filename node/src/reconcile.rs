@@ -1,21 +1,24 @@
 //! Set reconciliation in the daemon: the item set of a family (built from the store, cached),
-//! the answer to a peer's `Reconcile` request, and the counters `node status` shows.
+//! the answer to a peer's `Reconcile` and `ListIds` requests, and the counters `node status`
+//! shows.
 //!
 //! The responder is stateless: every round arrives with everything it needs, so answering is
-//! one call of [`commons_core::reconcile::Reconciler::receive`] on the family's ids. Building
-//! the set reads the family's ids from the store's index (no record decoded) and hashes every id
-//! once; the cache keeps the last few sets, keyed by family and the store's epoch
-//! (`Store::epoch`) when the set was built. The epoch moves whenever the set of stored records
-//! does (a committed put, a re-index), so while it has not moved no family has changed, and a
-//! round finds its set without reading the family again (a session of a large family costs one
-//! read, not one per round).
+//! one call of [`commons_core::reconcile::Reconciler::receive`] on the family's ids, and a page
+//! of `ListIds` a binary search in them. Building the set reads the family's ids from the
+//! store's index (no record decoded) and hashes every id once; the cache keeps the last few
+//! sets, **per family**: a set stays valid until the node stores a record naming one of the
+//! family's lineages ([`Reconciliation::touched`], called after each put), or for
+//! [`ITEMS_MAX_AGE`] at most (which bounds how long a change the node did not see, such as a
+//! re-index, can go unnoticed). So the work a peer's request causes is bounded by its answer,
+//! whatever happens in other families, and a flood of requests for one family reads it once.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use commons_core::LineageId;
 use commons_core::reconcile::{Config, Message, Reconciler, SortedItems};
+use commons_core::{LineageId, RecordId};
 use commons_net::{Reconciled, SyncResponse};
 use commons_rpc::ReconcileStats;
 use commons_store::{Store, StoreError};
@@ -23,44 +26,107 @@ use commons_store::{Store, StoreError};
 /// Item sets kept. A node serves a handful of families at once; each set costs about 64 bytes
 /// per id (the id and its prefix sum), so 8 sets of 100 000 ids stay near 50 MiB.
 pub const ITEMS_CACHE: usize = 8;
+/// Longest a cached item set is used.
+pub const ITEMS_MAX_AGE: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+struct Cached {
+    family: LineageId,
+    /// The family's lineages when the set was built: a record naming one of them changes it.
+    lineages: BTreeSet<LineageId>,
+    built: Instant,
+    items: Arc<SortedItems>,
+}
 
 /// The cache of item sets and the counters.
 #[derive(Debug, Default)]
 pub struct Reconciliation {
     /// Most recently used first; at most [`ITEMS_CACHE`] entries.
-    cache: Mutex<VecDeque<(LineageId, u64, Arc<SortedItems>)>>,
+    cache: Mutex<VecDeque<Cached>>,
+    /// Bumped by every [`Reconciliation::touched`]: a set built across one is not cached.
+    touches: AtomicU64,
+    builds: AtomicU64,
     sessions: AtomicU64,
     rounds: AtomicU64,
     bytes: AtomicU64,
     missing: AtomicU64,
     served: AtomicU64,
+    pages: AtomicU64,
 }
 
 impl Reconciliation {
     /// The record ids of `family` held in the store, as a reconciliation item set. Blocking
     /// (it reads the store): call it under `spawn_blocking`.
     pub fn items(&self, store: &Store, family: LineageId) -> Result<Arc<SortedItems>, StoreError> {
-        // Read before the family: a put committed meanwhile can only make the set newer than
-        // its key says, never older.
-        let count = store.epoch();
+        let touches = self.touches.load(Ordering::Acquire);
         {
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(pos) = cache
                 .iter()
-                .position(|(f, n, _)| *f == family && *n == count)
+                .position(|c| c.family == family && c.built.elapsed() < ITEMS_MAX_AGE)
                 && let Some(hit) = cache.remove(pos)
             {
-                let items = hit.2.clone();
+                let items = hit.items.clone();
                 cache.push_front(hit);
                 return Ok(items);
             }
         }
+        let mut lineages: BTreeSet<LineageId> = store
+            .lineage_families()?
+            .into_iter()
+            .filter(|(_, f)| *f == Some(family))
+            .map(|(l, _)| l)
+            .collect();
+        lineages.insert(family);
         let items = Arc::new(SortedItems::new(store.family_ids(&family)?));
+        self.builds.fetch_add(1, Ordering::Relaxed);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.retain(|(f, _, _)| *f != family);
-        cache.push_front((family, count, items.clone()));
-        cache.truncate(ITEMS_CACHE);
+        cache.retain(|c| c.family != family);
+        // A put that landed while the set was read may be in it or not: not cached then.
+        if self.touches.load(Ordering::Acquire) == touches {
+            cache.push_front(Cached {
+                family,
+                lineages,
+                built: Instant::now(),
+                items: items.clone(),
+            });
+            cache.truncate(ITEMS_CACHE);
+        }
         Ok(items)
+    }
+
+    /// Records naming `lineages` were stored: the sets of their families are stale.
+    pub fn touched(&self, lineages: &BTreeSet<LineageId>) {
+        if lineages.is_empty() {
+            return;
+        }
+        self.touches.fetch_add(1, Ordering::AcqRel);
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|c| c.lineages.is_disjoint(lineages));
+    }
+
+    /// Answers `ListIds`: a page of the family's ids after `after`, from the cached set.
+    /// Blocking: call it under `spawn_blocking`.
+    pub fn page(
+        &self,
+        store: &Store,
+        family: LineageId,
+        after: Option<RecordId>,
+        limit: u32,
+    ) -> SyncResponse {
+        self.pages.fetch_add(1, Ordering::Relaxed);
+        let Ok(items) = self.items(store, family) else {
+            return SyncResponse::NotFound;
+        };
+        let ids = items.as_slice();
+        let start = match after {
+            Some(a) => ids.partition_point(|id| *id <= a),
+            None => 0,
+        };
+        let limit = limit.min(commons_net::wire::MAX_LIST_IDS) as usize;
+        let page: Vec<RecordId> = ids[start..].iter().take(limit).copied().collect();
+        let more = start + page.len() < ids.len();
+        SyncResponse::Ids { ids: page, more }
     }
 
     /// Answers one round of a peer's session (the wire codec has checked the message's caps
@@ -101,6 +167,8 @@ impl Reconciliation {
             bytes: self.bytes.load(Ordering::Relaxed),
             missing: self.missing.load(Ordering::Relaxed),
             served: self.served.load(Ordering::Relaxed),
+            pages: self.pages.load(Ordering::Relaxed),
+            builds: self.builds.load(Ordering::Relaxed),
         }
     }
 }
@@ -111,7 +179,7 @@ mod tests {
     use commons_core::{Body, Patch, Record, SecretKey};
 
     #[test]
-    fn the_item_set_is_reused_until_a_record_is_stored() {
+    fn the_item_set_is_reused_until_a_record_of_its_family_is_stored() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("store")).expect("open");
         let key = SecretKey::from_seed([5; 32]);
@@ -142,9 +210,25 @@ mod tests {
             }),
         )
         .expect("sign");
+        // A record of another family changes nothing here.
+        let other = crate::testing::charter(&SecretKey::from_seed([6; 32]));
+        store.put(vec![other.clone()]).expect("put");
+        r.touched(&[LineageId::from(other.id())].into());
+        let still = r.items(&store, family).expect("items");
+        assert!(
+            Arc::ptr_eq(&first, &still),
+            "another family's put: still cached"
+        );
+        assert_eq!(r.report().builds, 1);
+
         store.put(vec![patch]).expect("put");
+        r.touched(&[family].into());
         let after = r.items(&store, family).expect("items");
-        assert!(!Arc::ptr_eq(&first, &after), "a put makes the set stale");
+        assert!(
+            !Arc::ptr_eq(&first, &after),
+            "a put in the family makes the set stale"
+        );
+        assert_eq!(r.report().builds, 2);
         assert_eq!(
             after.len(),
             first.len() + 1,

@@ -35,18 +35,7 @@ pub async fn answer(ctx: &Ctx, peer: PeerId, request: SyncRequest) -> SyncRespon
                     family,
                     after,
                     limit,
-                } => {
-                    let mut ids = store.family_ids(&family)?;
-                    ids.sort();
-                    let start = match after {
-                        Some(a) => ids.partition_point(|id| *id <= a),
-                        None => 0,
-                    };
-                    let limit = limit.min(commons_net::wire::MAX_LIST_IDS) as usize;
-                    let page: Vec<_> = ids[start..].iter().take(limit).copied().collect();
-                    let more = start + page.len() < ids.len();
-                    SyncResponse::Ids { ids: page, more }
-                }
+                } => reconcile.page(&store, family, after, limit),
                 SyncRequest::GetBlob { hash, offset, len } => read_chunk(&store, hash, offset, len),
                 SyncRequest::GetSmallBlobs { hashes } => read_small(&store, &hashes),
                 SyncRequest::GetOutboard { hash, offset, len } => {

@@ -315,6 +315,14 @@ impl Ctx {
         {
             Ok((n, wanted)) => {
                 self.downloads.want(None, wanted);
+                if !n.is_empty() {
+                    self.reconcile.touched(
+                        &verified
+                            .iter()
+                            .flat_map(commons_net::gossip::lineages_of)
+                            .collect(),
+                    );
+                }
                 n
             }
             Err(e) => return store_err(e),

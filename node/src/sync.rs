@@ -344,6 +344,10 @@ impl Ctx {
             .map(|r| LineageId::from(r.id()))
             .collect();
         let count = ready.len();
+        let touched: BTreeSet<LineageId> = ready
+            .iter()
+            .flat_map(commons_net::gossip::lineages_of)
+            .collect();
         let eager = self.blobs.policy == crate::config::BlobPolicy::Eager;
         let store = self.store.clone();
         let stored = blocking(move || {
@@ -359,6 +363,9 @@ impl Ctx {
             Ok((new, wanted)) => {
                 tracing::debug!(target: "commons_node::sync", records = count, new = new.len(), blobs_wanted = wanted.len(), "records stored");
                 report.new_records += new.len();
+                if !new.is_empty() {
+                    self.reconcile.touched(&touched);
+                }
                 self.downloads.want(from, wanted);
             }
             Err(e) => {

@@ -249,6 +249,24 @@ impl HostilePeer {
         }
     }
 
+    /// Waits for a line starting with `prefix` and returns it.
+    pub fn wait_line(&mut self, prefix: &str) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(l) = self.printed.iter().find(|l| l.starts_with(prefix)) {
+                return l.clone();
+            }
+            let left = DEADLINE.saturating_sub(start.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.printed.push(line),
+                Err(_) => panic!(
+                    "the hostile peer never printed `{prefix}…`: {:?}",
+                    self.printed
+                ),
+            }
+        }
+    }
+
     /// Closes its standard input (it exits) and returns everything it printed.
     pub fn finish(mut self) -> Vec<String> {
         drop(self.child.stdin.take());

@@ -204,3 +204,66 @@ fn a_peer_that_stops_answering_costs_only_its_own_content() {
     alice.ok(["checkout", &garden, utf8(&wc)]);
     assert!(fs::read(wc.join("big.bin")).expect("written") == big);
 }
+
+/// Test 3. A peer floods node A with `ListIds` requests (each would make A read a whole family):
+/// its requests beyond its own budget are refused, A reads the family once however many it
+/// answers (asserted on A's counters), and an honest late joiner catches up meanwhile.
+#[test]
+fn a_flood_of_list_requests_costs_the_flooder_its_budget_and_the_responder_one_read() {
+    let scene = Scene::new(bin!());
+    let (alice, bob) = (scene.person("alice"), scene.person("bob"));
+    let d = daemon_bin!();
+    let a = Daemon::start(&d, &alice.home, &[]);
+    let files: Vec<(String, Vec<u8>)> = (0..200)
+        .map(|i| (format!("beds/{i}.txt"), format!("bed {i}\n").into_bytes()))
+        .collect();
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_slice()))
+        .collect();
+    let garden = scene.found(&alice, "garden", &refs);
+    let before = status_within_bound(&alice)["reconcile"].clone();
+
+    let started = Instant::now();
+    let asks = 3000;
+    let mut flood = HostilePeer::spawn(
+        &commons_tests::hostile_bin!(),
+        &["--ask-ids", &asks.to_string()],
+        &a.addr,
+        &garden,
+        &[],
+    );
+    // A late joiner, meanwhile.
+    let _b = Daemon::start(&d, &bob.home, &[&a.addr]);
+    bob.ok(["follow", &garden]);
+    converge(&garden, &alice, &[&bob]);
+    let line = flood.wait_line("asked ");
+    let elapsed = started.elapsed().as_secs_f64();
+    eprintln!("{line} in {elapsed:.1} s");
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let (answered, refused_here) = (numbers[1], numbers[2]);
+    assert_eq!(answered + refused_here, asks);
+    let budget =
+        commons_net::policy::REQUEST_BURST + commons_net::policy::REQUEST_PER_SEC * (elapsed + 1.0);
+    assert!(
+        (answered as f64) <= budget,
+        "at most the flooder's budget was answered: {answered} > {budget}"
+    );
+    let after = status_within_bound(&alice);
+    let counted = after["refused"]["requests over budget"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(counted >= refused_here.min(1), "{after}");
+    let pages =
+        after["reconcile"]["pages"].as_u64().expect("n") - before["pages"].as_u64().expect("n");
+    let builds =
+        after["reconcile"]["builds"].as_u64().expect("n") - before["builds"].as_u64().expect("n");
+    assert!(pages >= answered, "{pages} pages for {answered} answers");
+    assert!(
+        builds <= 3,
+        "the family was read {builds} times for {pages} pages and bob's catch-up"
+    );
+}

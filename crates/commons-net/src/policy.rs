@@ -30,6 +30,12 @@ pub const PEER_PER_SEC: f64 = 1_000.0;
 pub const AUTHOR_BURST: f64 = 10_000.0;
 /// Records per second of one author on average.
 pub const AUTHOR_PER_SEC: f64 = 100.0;
+/// Requests that make this node read a whole family (`ListIds`, `Reconcile`) a peer may send
+/// in one burst. A catch-up of a family costs a session of a few rounds, plus a page per 4096
+/// ids when listing.
+pub const REQUEST_BURST: f64 = 128.0;
+/// Such requests per second a peer may send on average.
+pub const REQUEST_PER_SEC: f64 = 16.0;
 /// A peer over its rate gets at most one strike per this long.
 pub const RATE_STRIKE_EVERY: Duration = Duration::from_secs(60);
 /// Entries of the block list at most (each kind).
@@ -177,6 +183,7 @@ pub struct Policy {
     peers: HashSet<PeerId>,
     per_peer: Buckets<PeerId>,
     per_author: Buckets<PublicKey>,
+    requests: Buckets<PeerId>,
 }
 
 impl Default for Policy {
@@ -193,7 +200,17 @@ impl Policy {
             peers: HashSet::new(),
             per_peer: Buckets::new(rates.peer),
             per_author: Buckets::new(rates.author),
+            requests: Buckets::new(Rate {
+                burst: REQUEST_BURST,
+                per_sec: REQUEST_PER_SEC,
+            }),
         }
+    }
+
+    /// Whether `peer` may make one more request that reads a whole family (its own budget:
+    /// see [`REQUEST_BURST`]).
+    pub fn request(&mut self, peer: PeerId, now: Instant) -> bool {
+        self.requests.take(peer, now).is_none()
     }
 
     /// Blocks (`on`) or unblocks an author. Returns false if the list is full.
@@ -348,6 +365,19 @@ mod tests {
             Verdict::PeerRate { strike: true },
             "a minute later, another strike"
         );
+    }
+
+    #[test]
+    fn each_peer_has_its_own_request_budget() {
+        let t0 = Instant::now();
+        let mut p = Policy::default();
+        let (greedy, other) = (PeerId::random(), PeerId::random());
+        let granted = (0..1000).filter(|_| p.request(greedy, t0)).count();
+        assert_eq!(granted, REQUEST_BURST as usize);
+        assert!(p.request(other, t0), "another peer's budget is untouched");
+        let later = t0 + Duration::from_secs(1);
+        let granted = (0..1000).filter(|_| p.request(greedy, later)).count();
+        assert_eq!(granted, REQUEST_PER_SEC as usize);
     }
 
     #[test]

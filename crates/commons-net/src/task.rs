@@ -30,6 +30,7 @@ use crate::penalty::{Penalties, Strike};
 use crate::wire::{SyncRequest, SyncResponse};
 
 mod discovery;
+mod gossip_events;
 
 /// Commands waiting for the task. The node's callers each wait for their reply, so this holds at
 /// most one command per concurrent caller; 256 callers at once is far beyond a daemon's needs.
@@ -489,6 +490,16 @@ impl NetTask {
             tracing::debug!(target: "commons_net", %peer, pending = self.inbound.len(), per_peer, "sync request refused: too many pending");
             return;
         }
+        // What makes the node read a whole family costs the asker its own budget.
+        if matches!(
+            request,
+            SyncRequest::ListIds { .. } | SyncRequest::Reconcile { .. }
+        ) && !self.policy.request(peer, std::time::Instant::now())
+        {
+            tracing::debug!(target: "commons_net", %peer, "sync request refused: over its budget");
+            *self.refused.entry("requests over budget").or_default() += 1;
+            return;
+        }
         let (tx, rx) = oneshot::channel();
         let event = NetEvent::Request {
             peer,
@@ -630,101 +641,6 @@ impl NetTask {
         if remaining == 0 {
             self.connections.remove(&peer);
             self.events.emit(NetEvent::PeerDisconnected(peer));
-        }
-    }
-
-    // ----- gossipsub -----
-
-    fn on_gossipsub(&mut self, event: gossipsub::Event) {
-        match event {
-            gossipsub::Event::Message {
-                propagation_source,
-                message_id,
-                message,
-            } => self.on_gossip_message(propagation_source, message_id, message),
-            gossipsub::Event::Subscribed { peer_id, topic, .. } => {
-                if let Some(lineage) = gossip::lineage_of_topic(&topic) {
-                    self.events.emit(NetEvent::PeerFollows {
-                        peer: peer_id,
-                        lineage,
-                    });
-                }
-            }
-            other => tracing::debug!(target: "commons_net", event = ?other, "gossipsub event"),
-        }
-    }
-
-    fn on_gossip_message(&mut self, source: PeerId, id: MessageId, message: gossipsub::Message) {
-        self.gossip_waiting.push((source, id, message));
-    }
-
-    /// Judges the gossip messages received since the last time, together (see
-    /// [`gossip::judge_batch`]), and reports each verdict.
-    fn judge_gossip(&mut self) {
-        let waiting = std::mem::take(&mut self.gossip_waiting);
-        let data: Vec<&[u8]> = waiting.iter().map(|(_, _, m)| m.data.as_slice()).collect();
-        let judgements = gossip::judge_batch(&data);
-        for ((source, id, message), judgement) in waiting.into_iter().zip(judgements) {
-            self.on_judged(source, id, message, judgement);
-        }
-    }
-
-    fn on_judged(
-        &mut self,
-        source: PeerId,
-        id: MessageId,
-        message: gossipsub::Message,
-        judgement: Judgement,
-    ) {
-        let lineage = gossip::lineage_of_topic(&message.topic);
-        // Messages only arrive on topics we subscribed to, all of which are lineage topics.
-        let judgement = match lineage {
-            Some(topic) => gossip::on_topic(judgement, topic),
-            None => judgement,
-        };
-        // Local policy on what verified: refused ones are not forwarded (see `policy.rs`).
-        let verdict = match &judgement {
-            Judgement::Accept(record) => {
-                self.policy
-                    .check(source, record.author(), std::time::Instant::now())
-            }
-            _ => crate::policy::Verdict::Pass,
-        };
-        let acceptance = match (lineage, verdict) {
-            (Some(_), crate::policy::Verdict::Pass) => judgement.acceptance(),
-            _ => MessageAcceptance::Ignore,
-        };
-        if let Some(kind) = verdict.kind() {
-            tracing::debug!(target: "commons_net", peer = %source, kind, "gossip refused by local policy");
-            *self.refused.entry(kind).or_default() += 1;
-            if verdict == (crate::policy::Verdict::PeerRate { strike: true }) {
-                self.strike(source, "gossip over the per-peer rate");
-            }
-            return;
-        }
-        // Report first: an accepted message is forwarded at once.
-        self.swarm
-            .behaviour_mut()
-            .gossipsub
-            .report_message_validation_result(&id, &source, acceptance);
-        match (judgement, lineage) {
-            (Judgement::Accept(record), Some(lineage)) => {
-                tracing::debug!(target: "commons_net", peer = %source, %lineage, record = %record.id(), "gossip record accepted");
-                self.events.emit(NetEvent::Record {
-                    from: source,
-                    lineage,
-                    record,
-                });
-            }
-            (Judgement::Reject(reason), _) => {
-                tracing::warn!(target: "commons_net", peer = %source, topic = %message.topic, %reason, "invalid gossip rejected");
-                *self.refused.entry(reason.kind()).or_default() += 1;
-                self.strike(source, &reason.to_string());
-            }
-            (Judgement::Ignore(reason), _) => {
-                tracing::debug!(target: "commons_net", peer = %source, %reason, "gossip ignored");
-            }
-            (Judgement::Accept(_), None) => {}
         }
     }
 

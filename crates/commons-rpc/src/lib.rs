@@ -248,6 +248,13 @@ pub struct ReconcileStats {
     pub missing: u64,
     /// Reconciliation rounds answered for peers.
     pub served: u64,
+    /// `ListIds` pages answered for peers.
+    #[serde(default)]
+    pub pages: u64,
+    /// Item sets built from the store (a family's ids read and hashed): the work behind
+    /// `served` and `pages`, once per family until it changes.
+    #[serde(default)]
+    pub builds: u64,
 }
 
 /// Blob downloads since the daemon started (verified streaming, see `docs/protocol.md`).

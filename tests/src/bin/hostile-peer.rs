@@ -6,7 +6,9 @@
 //! prints `published N`, then keeps the connection open until its standard input closes (the
 //! test holds it). With `--withhold` it also accepts our sync protocol's requests (blobs,
 //! records, reconciliation) and never answers them, as a peer that withholds content does: each
-//! request hangs until the asker's timeout.
+//! request hangs until the asker's timeout. With `--ask-ids N` it sends N `ListIds` requests
+//! for LINEAGE's family to the peer it dialled, 16 at a time, and prints
+//! `asked N: answered A, refused R` once all have ended.
 
 use std::time::Duration;
 
@@ -51,6 +53,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1).peekable();
     let usage = "usage: hostile-peer [--withhold] ADDR LINEAGE PAYLOAD_FILE...";
     let withhold = args.next_if(|a| a == "--withhold").is_some();
+    let ask: u32 = match args.next_if(|a| a == "--ask-ids") {
+        Some(_) => args.next().ok_or(usage)?.parse()?,
+        None => 0,
+    };
     let addr: Multiaddr = args.next().ok_or(usage)?.parse()?;
     let lineage: commons_core::LineageId = args.next().ok_or(usage)?.parse()?;
     let payloads: Vec<Vec<u8>> = args.map(std::fs::read).collect::<Result<_, _>>()?;
@@ -96,6 +102,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("peer id: {}", swarm.local_peer_id());
 
     let mut published = false;
+    let (mut target, mut sent, mut answered, mut refused) = (None, 0u32, 0u32, 0u32);
+    let ask_ids = |swarm: &mut libp2p::Swarm<Hostile>, peer: &libp2p::PeerId| {
+        swarm.behaviour_mut().sync.send_request(
+            peer,
+            commons_net::SyncRequest::ListIds {
+                family: lineage,
+                after: None,
+                limit: commons_net::wire::MAX_LIST_IDS,
+            },
+        );
+    };
     // Requests held and never answered (dropping a channel would answer with an error).
     let mut withheld = Vec::new();
     let mut stdin = tokio::io::stdin();
@@ -126,6 +143,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         message: request_response::Message::Request { channel, .. },
                         ..
                     })) => withheld.push(channel),
+                    SwarmEvent::ConnectionEstablished { peer_id, .. } if ask > 0 && target.is_none() => {
+                        target = Some(peer_id);
+                        while sent < ask.min(16) {
+                            ask_ids(&mut swarm, &peer_id);
+                            sent += 1;
+                        }
+                    }
+                    SwarmEvent::Behaviour(HostileEvent::Sync(e)) if target.is_some() => {
+                        match e {
+                            request_response::Event::Message {
+                                message: request_response::Message::Response { .. },
+                                ..
+                            } => answered += 1,
+                            request_response::Event::OutboundFailure { .. } => refused += 1,
+                            _ => continue,
+                        }
+                        if let Some(peer) = target
+                            && sent < ask
+                        {
+                            ask_ids(&mut swarm, &peer);
+                            sent += 1;
+                        }
+                        if answered + refused == ask {
+                            println!("asked {ask}: answered {answered}, refused {refused}");
+                        }
+                    }
                     _ => {}
                 }
             }
