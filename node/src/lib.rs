@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod downloader;
+mod family;
 pub mod follows;
 mod partial;
 pub mod reconcile;
@@ -141,7 +142,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let ctx = Ctx {
         store: store.clone(),
         downloads,
-        gossip_dropped: Arc::default(),
+        refusals: Arc::default(),
         net: net.clone(),
         follows,
         blocked: blocked.clone(),
@@ -289,8 +290,7 @@ fn on_event(
         NetEvent::Record { from, record, .. } => match gossip.try_send((from, *record)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                ctx.gossip_dropped
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ctx.refused("queue full", 1);
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 tracing::debug!(target: "commons_node", "gossip ingestion stopped");

@@ -43,8 +43,9 @@ pub struct Ctx {
     pub catchups: Arc<Semaphore>,
     /// The background downloader of wanted blobs: see `downloader.rs`.
     pub downloads: crate::downloader::Downloads,
-    /// Gossip records dropped because the ingest queue was full (catch-up brings them).
-    pub gossip_dropped: Arc<std::sync::atomic::AtomicU64>,
+    /// What the node itself refused, by kind (the network task counts the rest): gossip
+    /// records dropped on a full queue, records a peer listed under a family they are not of.
+    pub refusals: Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>>,
     /// Blob downloads (policy, limits, counters): see `blobs.rs`.
     pub blobs: Arc<crate::blobs::Blobs>,
     /// Set reconciliation (item sets, counters): see `reconcile.rs`.
@@ -98,6 +99,18 @@ fn summary(s: LineageSummary, charter: Record) -> Summary {
 }
 
 impl Ctx {
+    /// Counts `n` refusals of `kind` (shown by `node status`).
+    pub fn refused(&self, kind: &'static str, n: u64) {
+        if n > 0 {
+            *self
+                .refusals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(kind)
+                .or_default() += n;
+        }
+    }
+
     /// Answers one control request.
     pub async fn handle(&self, req: Request) -> Response {
         match req {

@@ -34,11 +34,13 @@ impl Ctx {
         let mut blobs = self.blobs.report();
         self.downloads.fill(&mut blobs);
         let mut refused = status.refused.clone();
-        let dropped = self
-            .gossip_dropped
-            .load(std::sync::atomic::Ordering::Relaxed);
-        if dropped > 0 {
-            refused.insert("queue full".into(), dropped);
+        for (kind, n) in self
+            .refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            *refused.entry((*kind).to_owned()).or_default() += n;
         }
         Response::NodeStatus(commons_rpc::NodeStatus {
             peer_id: status.peer_id.to_string(),

@@ -128,6 +128,17 @@ impl Ctx {
         // stored now (the store completes it when the parent arrives) instead of chasing the
         // parent, and its parent's parent, one round trip at a time.
         let coming: BTreeSet<RecordId> = session.need.iter().copied().collect();
+        // The family's lineages known here: what the peer gives must belong to them.
+        let store = self.store.clone();
+        let mut known: BTreeSet<LineageId> = blocking(move || store.lineage_families())
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, f)| *f == Some(family))
+            .map(|(l, _)| l)
+            .collect();
+        known.insert(family);
+        let mut foreign = 0usize;
         let mut window: Vec<Record> = Vec::new();
         let mut window_bytes = 0usize;
         // Several requests out at once: the peer reads each batch from its store, and the
@@ -157,12 +168,25 @@ impl Ctx {
             }
             if window.len() >= CATCH_UP_BATCH || window_bytes >= CATCH_UP_BATCH_BYTES {
                 window_bytes = 0;
-                let records = std::mem::take(&mut window);
+                let (records, refused) =
+                    crate::family::of_family(std::mem::take(&mut window), &known);
+                foreign += refused;
                 self.store_window(peer, records, report, &coming).await;
             }
         }
         if !window.is_empty() {
-            self.store_window(peer, window, report, &coming).await;
+            let (records, refused) = crate::family::of_family(window, &known);
+            foreign += refused;
+            self.store_window(peer, records, report, &coming).await;
+        }
+        if foreign > 0 {
+            // The peer listed them under this family: they are not of it.
+            tracing::warn!(target: "commons_node::sync", %peer, %family, records = foreign, "records of another family refused");
+            self.refused("not of the family", foreign as u64);
+            let _ = self
+                .net
+                .report_bad_peer(peer, "listed records of another family")
+                .await;
         }
     }
 

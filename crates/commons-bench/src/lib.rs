@@ -14,6 +14,7 @@
 pub mod blob_bench;
 pub mod catchup;
 pub mod daemon;
+pub mod hostile;
 pub mod procs;
 pub mod reconcile_bench;
 pub mod records;
@@ -52,12 +53,14 @@ pub enum Scenario {
     Blobs,
     /// A new node fetching a whole commons from one peer, against `git clone` of the same files.
     Catchup,
+    /// Propagation between two `commonsd` while a peer floods one with content it withholds.
+    Hostile,
 }
 
 impl Scenario {
     /// The scenarios `all` runs. The in-process ones come first; `state` runs before `fork`
     /// because they share the long history.
-    pub const ORDER: [Scenario; 10] = [
+    pub const ORDER: [Scenario; 11] = [
         Scenario::Reconcile,
         Scenario::Ingest,
         Scenario::State,
@@ -68,6 +71,7 @@ impl Scenario {
         Scenario::Scale,
         Scenario::Blobs,
         Scenario::Catchup,
+        Scenario::Hostile,
     ];
 
     /// The name used on the command line and in the table.
@@ -84,6 +88,7 @@ impl Scenario {
             Scenario::Reconcile => "reconcile",
             Scenario::Blobs => "blobs",
             Scenario::Catchup => "catchup",
+            Scenario::Hostile => "hostile",
         }
     }
 }
@@ -271,6 +276,7 @@ pub fn run(scenario: Scenario, opts: &Opts) -> Vec<Row> {
             Scenario::Reconcile => reconcile_bench::run(opts),
             Scenario::Blobs => blob_bench::run(opts),
             Scenario::Catchup => catchup::run(opts),
+            Scenario::Hostile => hostile::run(opts),
             Scenario::All => Ok(vec![]),
         };
         match result {

@@ -452,7 +452,8 @@ impl Store {
     }
 
     /// Lists blobs to download (those that patches about to be stored create and that are not
-    /// here), durably: call it before storing the patches (see `wanted.rs`).
+    /// here): call it before storing the patches, whose durable put makes the list durable
+    /// first (see `wanted.rs`).
     pub fn want_blobs(&self, wanted: Vec<(BlobHash, LineageId)>) -> Result<(), StoreError> {
         if wanted.is_empty() {
             return Ok(());

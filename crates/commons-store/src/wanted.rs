@@ -15,7 +15,9 @@ use crate::StoreError;
 use crate::keys::T;
 use crate::overlay::{Trees, io};
 
-/// Adds `(blob, lineage)` pairs (one already listed keeps its first lineage), durably.
+/// Adds `(blob, lineage)` pairs (one already listed keeps its first lineage). Not flushed here:
+/// sled's log is one sequence for the whole database, so the flush of the put that follows makes
+/// these writes durable first (a crash before it loses both, which is harmless).
 pub fn want(trees: &Trees, wanted: &[(BlobHash, LineageId)]) -> Result<(), StoreError> {
     let tree = trees.tree(T::Wanted);
     let mut batch = sled::Batch::default();
@@ -25,11 +27,11 @@ pub fn want(trees: &Trees, wanted: &[(BlobHash, LineageId)]) -> Result<(), Store
         }
     }
     tree.apply_batch(batch).map_err(io)?;
-    tree.flush().map_err(io)?;
     Ok(())
 }
 
-/// Removes hashes from the list (their blobs are here now), durably.
+/// Removes hashes from the list (their blobs are here now). Not flushed: a removal lost in a
+/// crash is redone when the downloader next reads the list and finds the blob present.
 pub fn unwant(trees: &Trees, done: &[BlobHash]) -> Result<(), StoreError> {
     let tree = trees.tree(T::Wanted);
     let mut batch = sled::Batch::default();
@@ -37,7 +39,6 @@ pub fn unwant(trees: &Trees, done: &[BlobHash]) -> Result<(), StoreError> {
         batch.remove(hash.as_bytes().as_slice());
     }
     tree.apply_batch(batch).map_err(io)?;
-    tree.flush().map_err(io)?;
     Ok(())
 }
 
