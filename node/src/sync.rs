@@ -316,7 +316,7 @@ impl Ctx {
                 }
             }
         }
-        self.store_now(from, ready, report).await;
+        self.store_now(from, ready, report, true).await;
     }
 
     /// Gossip: stores records at once, waiting on no peer; a record whose dependencies are
@@ -341,7 +341,8 @@ impl Ctx {
         .await
         .unwrap_or(false);
         let mut report = SyncReport::default();
-        self.store_now(Some(from), records, &mut report).await;
+        self.store_now(Some(from), records, &mut report, false)
+            .await;
         if lacking {
             self.spawn_catch_up(Some(from));
         }
@@ -349,12 +350,15 @@ impl Ctx {
 
     /// Stores `ready` as one commit, after listing the blobs its patches create and that are
     /// not here (`Store::want_blobs`, so a crash cannot forget them), then hands those to the
-    /// downloader. A new lineage in a followed family gets its topic subscribed.
+    /// downloader. A new lineage in a followed family gets its topic subscribed. Unless
+    /// `durable`, the commit does not wait for a flush (`Store::put_relayed`: gossip records,
+    /// forwarded already and fetched again by catch-up if a crash loses them).
     pub(crate) async fn store_now(
         &self,
         from: Option<PeerId>,
         ready: Vec<Record>,
         report: &mut SyncReport,
+        durable: bool,
     ) {
         // Local policy: records of blocked authors are not stored (a peer may not know).
         let mut ready = ready;
@@ -380,7 +384,11 @@ impl Ctx {
                 false => vec![],
             };
             store.want_blobs(wanted.clone())?;
-            Ok((store.put(ready)?, wanted))
+            let new = match durable {
+                true => store.put(ready)?,
+                false => store.put_relayed(ready)?,
+            };
+            Ok((new, wanted))
         })
         .await;
         match stored {

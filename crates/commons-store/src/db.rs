@@ -28,8 +28,9 @@ pub const MAX_GROUP: usize = 32;
 /// sled's page cache. sled defaults to 1 GiB, far too much for a daemon that mostly idles.
 pub const CACHE_BYTES: u64 = 64 << 20;
 
-/// How often sled's background flusher runs. Durability does not depend on it (every put
-/// flushes before it is acknowledged); it bounds what an unacknowledged write risks.
+/// How often sled's background flusher runs. Durability of acknowledged puts does not depend on
+/// it (a durable put flushes before it is acknowledged); it bounds what an unacknowledged write,
+/// or a put of relayed records (`Store::put_relayed`), risks.
 pub const FLUSH_EVERY_MS: u64 = 500;
 
 /// A query run on the storage thread.
@@ -37,12 +38,14 @@ pub type ReadFn = Box<dyn FnOnce(&Trees, &Counters) + Send>;
 
 /// A request to the storage thread.
 pub enum Command {
-    /// Store records; reply after the flush.
+    /// Store records; reply after the flush (if `durable`; else once committed).
     Put {
         /// The records.
         records: Vec<Record>,
         /// Where the new ids go.
         reply: SyncSender<Result<Vec<RecordId>, StoreError>>,
+        /// Whether the reply waits for a flush.
+        durable: bool,
     },
     /// Run a query (it sends its own reply).
     Read(ReadFn),
@@ -209,11 +212,23 @@ pub fn run(trees: Trees, counters: Arc<Counters>, rx: Receiver<Command>) {
             },
         };
         match command {
-            Command::Put { records, reply } => {
+            Command::Put {
+                records,
+                reply,
+                durable,
+            } => {
                 let mut group = vec![(records, reply)];
+                let mut flush = durable;
                 while group.len() < MAX_GROUP {
                     match rx.try_recv() {
-                        Ok(Command::Put { records, reply }) => group.push((records, reply)),
+                        Ok(Command::Put {
+                            records,
+                            reply,
+                            durable,
+                        }) => {
+                            flush |= durable;
+                            group.push((records, reply));
+                        }
                         Ok(other) => {
                             next = Some(other);
                             break;
@@ -221,7 +236,7 @@ pub fn run(trees: Trees, counters: Arc<Counters>, rx: Receiver<Command>) {
                         Err(_) => break,
                     }
                 }
-                put_group(&trees, &counters, group);
+                put_group(&trees, &counters, group, flush);
             }
             Command::Read(f) => f(&trees, &counters),
             Command::Close { reply } => {
@@ -240,15 +255,19 @@ pub fn run(trees: Trees, counters: Arc<Counters>, rx: Receiver<Command>) {
 
 type PutReply = SyncSender<Result<Vec<RecordId>, StoreError>>;
 
-fn put_group(trees: &Trees, counters: &Counters, group: Vec<(Vec<Record>, PutReply)>) {
+fn put_group(trees: &Trees, counters: &Counters, group: Vec<(Vec<Record>, PutReply)>, flush: bool) {
     let mut results = Vec::with_capacity(group.len());
     let mut records_in_group = 0;
     for (records, reply) in group {
         records_in_group += records.len();
         results.push((put_one(trees, counters, records), reply));
     }
-    // One flush makes every committed transaction of the group durable.
-    let flushed = trees.db.flush().map_err(|e| e.to_string());
+    // One flush makes every committed transaction of the group durable (none if no put of the
+    // group asked: sled's flusher makes them durable within `FLUSH_EVERY_MS`).
+    let flushed = match flush {
+        true => trees.db.flush().map(drop).map_err(|e| e.to_string()),
+        false => Ok(()),
+    };
     tracing::debug!(target: "commons_store", puts = results.len(), records = records_in_group, "group committed");
     for (result, reply) in results {
         let result = match (&flushed, result) {

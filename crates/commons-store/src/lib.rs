@@ -28,7 +28,7 @@ use commons_core::state::{ForkPoint, LineageState, PatchStatus};
 use commons_core::{BlobHash, Charter, LineageId, Record, RecordId, StateRoot};
 
 pub use blobs::{BlobReader, BlobStore, OutboardReader};
-pub use db::COMMAND_QUEUE;
+pub use db::{COMMAND_QUEUE, FLUSH_EVERY_MS};
 pub use keys::SCHEMA_VERSION;
 pub use repair::DamagedRecord;
 
@@ -285,13 +285,29 @@ impl Store {
     /// returns once all of it is durable. Returns the ids that were new (records already present
     /// are skipped: storing is idempotent).
     pub fn put(&self, records: Vec<Record>) -> Result<Vec<RecordId>, StoreError> {
+        self.put_with(records, true)
+    }
+
+    /// [`Store::put`] of records relayed from peers, that can be fetched again: returns once
+    /// they are committed (visible to every read), without waiting for a flush. sled's flusher
+    /// makes them durable within [`FLUSH_EVERY_MS`]; a crash before loses the last of them
+    /// whole (each put is one transaction), never part of one, and catch-up brings them back.
+    pub fn put_relayed(&self, records: Vec<Record>) -> Result<Vec<RecordId>, StoreError> {
+        self.put_with(records, false)
+    }
+
+    fn put_with(&self, records: Vec<Record>, durable: bool) -> Result<Vec<RecordId>, StoreError> {
         if records.is_empty() {
             return Ok(vec![]);
         }
         let (reply, result) = sync_channel(1);
         self.inner
             .tx
-            .send(Command::Put { records, reply })
+            .send(Command::Put {
+                records,
+                reply,
+                durable,
+            })
             .map_err(|_| StoreError::Closed)?;
         result.recv().map_err(|_| StoreError::Closed)?
     }

@@ -450,3 +450,36 @@ fn validations_by_non_maintainers_cost_nothing_per_vote_and_are_still_shown() {
         "every validation is still shown"
     );
 }
+
+/// Relayed records (gossip) are committed without waiting for a flush: visible at once, one
+/// transaction each, and durable once the store closes (or sled's flusher runs).
+#[test]
+fn relayed_records_are_visible_at_once_and_kept_across_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store");
+    let alice = key(1);
+    let c = charter(&alice, 1, "garden", maintainers(&[&alice]), 1, None);
+    let lineage = LineageId::from(c.id());
+    let p = patch(
+        &alice,
+        2,
+        lineage,
+        vec![],
+        vec![("a.txt".into(), None, Some(blob(1)))],
+        "p",
+    );
+    {
+        let store = Store::open(&path).expect("open");
+        let new = store.put_relayed(vec![c.clone(), p.clone()]).expect("put");
+        assert_eq!(new.len(), 2);
+        assert!(store.contains(&p.id()).expect("read"), "visible at once");
+        assert_eq!(store.record_count().expect("count"), 2);
+        store.close().expect("close");
+    }
+    let store = Store::open(&path).expect("reopen");
+    assert!(store.contains(&c.id()).expect("read"));
+    assert_eq!(
+        store.status(&lineage, &p.id()).expect("status"),
+        Some(PatchStatus::Pending)
+    );
+}
