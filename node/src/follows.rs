@@ -187,6 +187,14 @@ mod tests {
         let err = "alice".parse::<Entry>().unwrap_err().to_string();
         assert!(err.contains("neither an author"), "{err}");
         assert!("did:key:z111".parse::<Entry>().is_err());
+        // The example of the walkthrough and of `commons block --help`.
+        let example = "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK";
+        assert_eq!(example.parse::<Entry>().unwrap().to_string(), example);
+        let peer_example = "12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo";
+        assert_eq!(
+            peer_example.parse::<Entry>().unwrap().to_string(),
+            peer_example
+        );
         std::fs::write(dir.path().join(BLOCKED_FILE), "nonsense\n").unwrap();
         let err = BlockList::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("blocked:1"), "{err}");
