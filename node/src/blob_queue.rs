@@ -317,10 +317,16 @@ impl BlobQueue {
         true
     }
 
-    /// When the earliest waiting blob may be tried again.
+    /// When the earliest waiting blob that could start then may be tried again: `None` while
+    /// every job slot is taken, and sources at their own limit do not count (the end of a job
+    /// is what the driver waits for then), so a due retry never makes the driver spin.
     pub fn next_wakeup(&self) -> Option<Instant> {
+        if self.jobs >= MAX_JOBS {
+            return None;
+        }
         self.sources
             .values()
+            .filter(|s| s.running < JOBS_PER_SOURCE)
             .flat_map(|s| s.lanes.values())
             .filter_map(|lane| lane.waiting.first().map(|(at, _)| *at))
             .min()
@@ -447,6 +453,28 @@ mod tests {
         assert_eq!(q.want(hash(1), peer, lineage(1), now), Wanted::GivenUp);
         let later = now + crate::refused::REFUSED_TTL;
         assert_eq!(q.want(hash(1), peer, lineage(1), later), Wanted::Queued);
+    }
+
+    #[test]
+    fn no_wakeup_is_due_while_the_blob_could_not_start() {
+        let now = Instant::now();
+        let mut q = BlobQueue::default();
+        let peer = Some(PeerId::random());
+        // One blob fails and waits; the same source then has both its jobs running.
+        q.want(hash(0), peer, lineage(1), now);
+        let job = q.next_job(now).expect("job");
+        q.finish(&job, &BTreeSet::new(), now);
+        for n in 1..=(JOB_BLOBS as u32 * JOBS_PER_SOURCE as u32) {
+            q.want(hash(n), peer, lineage(1), now);
+        }
+        let running: Vec<Job> = std::iter::from_fn(|| q.next_job(now)).collect();
+        assert_eq!(running.len(), JOBS_PER_SOURCE);
+        let later = now + MAX_RETRY;
+        assert_eq!(q.next_job(later), None, "the source is at its limit");
+        assert_eq!(q.next_wakeup(), None, "so nothing to wake up for");
+        q.finish(&running[0], &fetched(&running[0].blobs), later);
+        assert!(q.next_wakeup().is_some_and(|t| t <= later));
+        assert_eq!(q.next_job(later).expect("retried").blobs, [hash(0)]);
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod downloader;
 mod family;
 pub mod follows;
 mod partial;
+mod policy;
 pub mod reconcile;
 pub mod refused;
 pub mod serve;

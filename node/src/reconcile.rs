@@ -45,6 +45,8 @@ pub struct Reconciliation {
     cache: Mutex<VecDeque<Cached>>,
     /// Bumped by every [`Reconciliation::touched`]: a set built across one is not cached.
     touches: AtomicU64,
+    /// Held while a set is built.
+    building: Mutex<()>,
     builds: AtomicU64,
     sessions: AtomicU64,
     rounds: AtomicU64,
@@ -58,19 +60,16 @@ impl Reconciliation {
     /// The record ids of `family` held in the store, as a reconciliation item set. Blocking
     /// (it reads the store): call it under `spawn_blocking`.
     pub fn items(&self, store: &Store, family: LineageId) -> Result<Arc<SortedItems>, StoreError> {
-        let touches = self.touches.load(Ordering::Acquire);
-        {
-            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(pos) = cache
-                .iter()
-                .position(|c| c.family == family && c.built.elapsed() < ITEMS_MAX_AGE)
-                && let Some(hit) = cache.remove(pos)
-            {
-                let items = hit.items.clone();
-                cache.push_front(hit);
-                return Ok(items);
-            }
+        if let Some(hit) = self.cached(family) {
+            return Ok(hit);
         }
+        // One build at a time: requests that missed together wait for it and then find it
+        // cached, instead of each reading the family.
+        let _building = self.building.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(hit) = self.cached(family) {
+            return Ok(hit);
+        }
+        let touches = self.touches.load(Ordering::Acquire);
         let mut lineages: BTreeSet<LineageId> = store
             .lineage_families()?
             .into_iter()
@@ -93,6 +92,18 @@ impl Reconciliation {
             cache.truncate(ITEMS_CACHE);
         }
         Ok(items)
+    }
+
+    /// The cached set of `family`, if it is fresh (moved to the front).
+    fn cached(&self, family: LineageId) -> Option<Arc<SortedItems>> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let pos = cache
+            .iter()
+            .position(|c| c.family == family && c.built.elapsed() < ITEMS_MAX_AGE)?;
+        let hit = cache.remove(pos)?;
+        let items = hit.items.clone();
+        cache.push_front(hit);
+        Some(items)
     }
 
     /// Records naming `lineages` were stored: the sets of their families are stale.
@@ -177,6 +188,22 @@ impl Reconciliation {
 mod tests {
     use super::*;
     use commons_core::{Body, Patch, Record, SecretKey};
+
+    #[test]
+    fn requests_that_miss_together_build_the_set_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("store")).expect("open");
+        let charter = crate::testing::charter(&SecretKey::from_seed([7; 32]));
+        let family = LineageId::from(charter.id());
+        store.put(vec![charter]).expect("put");
+        let r = Reconciliation::default();
+        std::thread::scope(|s| {
+            for _ in 0..16 {
+                s.spawn(|| r.items(&store, family).expect("items"));
+            }
+        });
+        assert_eq!(r.report().builds, 1);
+    }
 
     #[test]
     fn the_item_set_is_reused_until_a_record_of_its_family_is_stored() {

@@ -99,18 +99,6 @@ fn summary(s: LineageSummary, charter: Record) -> Summary {
 }
 
 impl Ctx {
-    /// Counts `n` refusals of `kind` (shown by `node status`).
-    pub fn refused(&self, kind: &'static str, n: u64) {
-        if n > 0 {
-            *self
-                .refusals
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(kind)
-                .or_default() += n;
-        }
-    }
-
     /// Answers one control request.
     pub async fn handle(&self, req: Request) -> Response {
         match req {
@@ -259,37 +247,6 @@ impl Ctx {
             Ok(out)
         })
         .await
-    }
-
-    async fn block(&self, entry: &str, on: bool) -> Response {
-        let parsed: crate::follows::Entry = match entry.parse() {
-            Ok(e) => e,
-            Err(e) => return error("invalid", format!("{e:#}")),
-        };
-        let changed = match on {
-            true => self.blocked.add(parsed),
-            false => self.blocked.remove(&parsed),
-        };
-        match changed {
-            Ok(true) => {}
-            Ok(false) if on => return error("exists", format!("{entry} is already blocked")),
-            Ok(false) => return error("not_found", format!("{entry} is not blocked")),
-            Err(e) => return error("store", format!("{e:#}")),
-        }
-        match self.net.block(parsed.0, on).await {
-            Ok(true) => Response::Ok,
-            Ok(false) => {
-                let _ = self.blocked.remove(&parsed);
-                error(
-                    "full",
-                    format!(
-                        "the block list is full ({} entries of this kind)",
-                        commons_net::policy::MAX_BLOCKED
-                    ),
-                )
-            }
-            Err(e) => error("network", e),
-        }
     }
 
     async fn put_from_cli(&self, records: Vec<RecordBytes>) -> Response {
