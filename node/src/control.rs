@@ -3,6 +3,10 @@
 //! One task accepts connections; each connection gets a task of its own, at most
 //! [`MAX_CONTROL_CONNECTIONS`] at a time (further clients wait in the kernel's backlog).
 //!
+//! Only processes of the user who owns the socket (the daemon's user) or root are served: the
+//! caller's uid is read from the socket (`SO_PEERCRED`) and checked before anything is read,
+//! whatever the permissions of the home and the socket file were made.
+//!
 //! After a client sends `WantProgress`, its `Sync`, `Follow` and `FetchBlobs` requests get
 //! `Progress` frames (blob downloads: items, bytes) every [`PROGRESS_INTERVAL`] while something
 //! changes, and at least every [`PROGRESS_KEEPALIVE`], before the final answer.
@@ -49,9 +53,22 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
+/// Whether a process of `uid` may use the socket owned by `owner`.
+fn allowed(uid: u32, owner: u32) -> bool {
+    uid == owner || uid == 0
+}
+
 /// Serves the control socket until `shutdown` turns true.
 pub async fn serve(listener: UnixListener, ctx: Ctx, mut shutdown: watch::Receiver<bool>) {
+    use std::os::unix::fs::MetadataExt;
     let permits = Arc::new(Semaphore::new(MAX_CONTROL_CONNECTIONS));
+    // The socket file was created by this process: its owner is the daemon's user.
+    let owner = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_owned))
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map(|m| m.uid());
     loop {
         let permit = tokio::select! {
             biased;
@@ -65,7 +82,16 @@ pub async fn serve(listener: UnixListener, ctx: Ctx, mut shutdown: watch::Receiv
             biased;
             _ = shutdown.changed() => return,
             accepted = listener.accept() => match accepted {
-                Ok((s, _)) => s,
+                Ok((s, _)) => match (s.peer_cred(), owner) {
+                    (Ok(cred), Some(owner)) if allowed(cred.uid(), owner) => s,
+                    (cred, _) => {
+                        // Dropped unanswered: a process of another user, or no way to tell.
+                        let uid = cred.ok().map(|c| c.uid());
+                        tracing::warn!(target: "commons_node::control", ?uid, "control connection refused: not the home's user");
+                        ctx.refused("control connection of another user", 1);
+                        continue;
+                    }
+                },
                 Err(e) => {
                     tracing::warn!(target: "commons_node::control", error = %e, "accept failed");
                     continue;
@@ -171,4 +197,14 @@ fn progress_since(start: &Snapshot, now: &Snapshot) -> Progress {
 /// Where the socket of a home is.
 pub fn socket_path(home: &Path) -> PathBuf {
     home.join(commons_rpc::SOCKET_NAME)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_the_owner_and_root_may_connect() {
+        assert!(super::allowed(1000, 1000));
+        assert!(super::allowed(0, 1000));
+        assert!(!super::allowed(1001, 1000));
+    }
 }

@@ -77,6 +77,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let identity = home
         .ensure_identity()
         .with_context(|| format!("cannot set up the home {}", home.root().display()))?;
+    home.restrict()
+        .with_context(|| format!("cannot make the home {} owner-only", home.root().display()))?;
     let config = Config::load(home.root(), &opts.overrides)?;
     let store = Store::open(&home.store_dir()).map_err(|e| match e {
         OpenError::Locked { path } => anyhow::anyhow!(

@@ -115,3 +115,85 @@ fn ctrl_c_stops_the_daemon_cleanly() {
     assert!(!alice.home.join("commonsd.sock").exists(), "socket removed");
     assert!(alice.ok(["list"]).contains("Seeds"));
 }
+
+/// The daemon locks its home down at every start (0700, whatever was done to it), serves only
+/// processes of its own user (or root) on the control socket, and starts on a home whose
+/// identity was cut short by a crash (a node key without an author key).
+#[test]
+fn the_home_is_owner_only_and_only_its_user_talks_to_the_daemon() {
+    use std::os::unix::fs::PermissionsExt;
+    let scene = Scene::new(bin!());
+    // An identity cut short: only a node key, half written.
+    let home = scene.path("fresh-home");
+    std::fs::create_dir_all(&home).expect("home");
+    std::fs::write(home.join("node.key"), "00").expect("partial key");
+    let alice = scene.existing("alice", &home);
+    std::fs::set_permissions(&alice.home, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut d = commons_tests::net::Daemon::start(&daemon_bin!(), &alice.home, &[]);
+    alice.ok(["node", "status"]);
+    // Opened up while the daemon is stopped: the next start closes it again.
+    assert_eq!(d.stop(), 0);
+    std::fs::set_permissions(&alice.home, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    d.restart(&[]);
+    let mode = std::fs::metadata(&alice.home)
+        .expect("home")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700, "the daemon made the home owner-only");
+
+    // Another user's process, even if the home and socket are opened up by hand, is refused
+    // before anything is read. The same script run as this user gets an answer.
+    let socket = alice.home.join("commonsd.sock");
+    std::fs::set_permissions(&alice.home, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let frame = {
+        let body = serde_json::to_vec(&commons_rpc::Request::NodeStatus).expect("json");
+        let mut f = (body.len() as u32).to_be_bytes().to_vec();
+        f.extend(body);
+        hex::encode(f)
+    };
+    let script = [
+        "import socket, sys",
+        "s = socket.socket(socket.AF_UNIX)",
+        "s.settimeout(20)",
+        "s.connect(sys.argv[1])",
+        "try:",
+        "    s.sendall(bytes.fromhex(sys.argv[2]))",
+        "    print(len(s.recv(4)))",
+        "except OSError:",
+        "    print(0)",
+    ]
+    .join("\n");
+    let run = |prefix: &[&str]| -> String {
+        let out = Command::new(prefix[0])
+            .args(&prefix[1..])
+            .args(["/usr/bin/python3", "-c", &script])
+            .arg(&socket)
+            .arg(&frame)
+            .output()
+            .expect("run python");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(run(&["env"]), "4", "the owner gets an answer");
+    let root = String::from_utf8_lossy(&Command::new("id").arg("-u").output().expect("id").stdout)
+        .trim()
+        == "0";
+    if root {
+        let nobody = [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ];
+        assert_eq!(run(&nobody), "0", "another user is refused unanswered");
+        let status = alice.json(["node", "status"]);
+        assert!(
+            status["refused"]["control connection of another user"].as_u64() >= Some(1),
+            "{status}"
+        );
+    } else {
+        eprintln!("not root: the refusal of another user's process needs root to switch users");
+    }
+    drop(d);
+}

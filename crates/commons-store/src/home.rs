@@ -138,12 +138,12 @@ impl Home {
                 "a name is 1 to 100 characters without control characters",
             ));
         }
-        for file in [AUTHOR_KEY_FILE, NODE_KEY_FILE] {
-            let path = self.root.join(file);
-            if path.exists() {
-                return Err(HomeError::KeysExist { path });
-            }
+        let author_path = self.root.join(AUTHOR_KEY_FILE);
+        if author_path.exists() {
+            return Err(HomeError::KeysExist { path: author_path });
         }
+        // A node key without an author key is what an init interrupted by a crash leaves (the
+        // author key is written last): it was never used, and is made again.
         self.create_root()?;
         let author = SecretKey::from_seed(random_seed()?);
         let node = SecretKey::from_seed(random_seed()?);
@@ -180,6 +180,14 @@ impl Home {
         Ok(Identity { name, author, node })
     }
 
+    /// Makes the home owner-only (0700) again, whatever was done to it since it was created: the
+    /// daemon does it at every start, so its control socket and keys are never reachable by
+    /// others through the directory.
+    pub fn restrict(&self) -> Result<(), HomeError> {
+        fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
+            .map_err(io_err(&self.root))
+    }
+
     /// Loads the keys, creating them first if the home has none (what the daemon does).
     pub fn ensure_identity(&self) -> Result<Identity, HomeError> {
         if self.has_identity() {
@@ -199,16 +207,31 @@ fn random_seed() -> Result<[u8; 32], HomeError> {
     Ok(seed)
 }
 
+/// Writes a key file atomically: a temporary file (0600) in the same directory, written and
+/// synced, then renamed over `path`, then the directory synced. A crash leaves the old file or
+/// the new one, never a partial key.
 fn write_key(path: &Path, key: &SecretKey) -> Result<(), HomeError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("key.tmp");
+    // A leftover of an interrupted write goes: the new file must be created 0600.
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&tmp)(e)),
+        _ => {}
+    }
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .map_err(io_err(path))?;
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
     f.write_all(format!("{}\n", hex::encode(key.seed())).as_bytes())
         .and_then(|()| f.sync_all())
-        .map_err(io_err(path))
+        .map_err(io_err(&tmp))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
 }
 
 fn read_key(path: &Path) -> Result<SecretKey, HomeError> {
@@ -271,6 +294,21 @@ mod tests {
             home.init_identity(None),
             Err(HomeError::KeysExist { .. })
         ));
+    }
+
+    #[test]
+    fn an_init_interrupted_before_the_author_key_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path().join("h"));
+        fs::create_dir_all(home.root()).unwrap();
+        // What a crash between the two key files (or in the middle of the first) leaves.
+        fs::write(home.root().join(NODE_KEY_FILE), "0123").unwrap();
+        fs::write(home.root().join("node.key.tmp"), "01").unwrap();
+        assert!(!home.has_identity());
+        let id = home.ensure_identity().expect("made again");
+        let loaded = home.load_identity().expect("complete");
+        assert_eq!(loaded.node.public(), id.node.public());
+        assert!(!home.root().join("node.key.tmp").exists());
     }
 
     #[test]
