@@ -27,6 +27,12 @@ use crate::service::Ctx;
 /// Most control connections served at once. The CLI opens one per command, so this is many
 /// more than a person types, and small enough that a runaway script cannot exhaust tasks.
 pub const MAX_CONTROL_CONNECTIONS: usize = 32;
+/// While every connection slot is taken and another client waits, a connection that has been
+/// waiting this long for its next request is closed to make room (so idle clients cannot lock
+/// the socket; a busy daemon keeps the connections that work).
+pub const IDLE_UNDER_PRESSURE: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often a waiting acceptor asks idle connections again to make room.
+const PRESSURE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// How often progress is sampled while long work runs for a client that asked for it.
 pub const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 /// Longest silence before a progress frame is sent anyway, well under the CLI's answer timeout
@@ -62,6 +68,8 @@ fn allowed(uid: u32, owner: u32) -> bool {
 pub async fn serve(listener: UnixListener, ctx: Ctx, mut shutdown: watch::Receiver<bool>) {
     use std::os::unix::fs::MetadataExt;
     let permits = Arc::new(Semaphore::new(MAX_CONTROL_CONNECTIONS));
+    // Bumped while the acceptor waits for a slot: idle connections then close themselves.
+    let (pressure, _) = watch::channel(0u64);
     // The socket file was created by this process: its owner is the daemon's user.
     let owner = listener
         .local_addr()
@@ -70,13 +78,20 @@ pub async fn serve(listener: UnixListener, ctx: Ctx, mut shutdown: watch::Receiv
         .and_then(|p| std::fs::metadata(p).ok())
         .map(|m| m.uid());
     loop {
-        let permit = tokio::select! {
-            biased;
-            _ = shutdown.changed() => return,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
+        let permit = loop {
+            if let Ok(p) = permits.clone().try_acquire_owned() {
+                break p;
+            }
+            pressure.send_modify(|n| *n += 1);
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return,
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => break p,
+                    Err(_) => return,
+                },
+                _ = tokio::time::sleep(PRESSURE_EVERY) => {}
+            }
         };
         let stream = tokio::select! {
             biased;
@@ -99,8 +114,9 @@ pub async fn serve(listener: UnixListener, ctx: Ctx, mut shutdown: watch::Receiv
             },
         };
         let ctx = ctx.clone();
+        let pressure = pressure.subscribe();
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, ctx).await {
+            if let Err(e) = connection(stream, ctx, pressure).await {
                 tracing::debug!(target: "commons_node::control", error = %e, "control connection ended");
             }
             drop(permit);
@@ -122,10 +138,39 @@ async fn read_request(stream: &mut UnixStream) -> Result<Option<Request>, FrameE
     Ok(Some(serde_json::from_slice(&body)?))
 }
 
-async fn connection(mut stream: UnixStream, ctx: Ctx) -> Result<(), FrameError> {
+/// Waits for the next request; `None` if the client closed the connection, or if it has waited
+/// longer than [`IDLE_UNDER_PRESSURE`] while another client needs its slot.
+async fn next_request(
+    stream: &mut UnixStream,
+    pressure: &mut watch::Receiver<u64>,
+) -> Result<Option<Request>, FrameError> {
+    let since = tokio::time::Instant::now();
+    let read = read_request(stream);
+    tokio::pin!(read);
+    loop {
+        tokio::select! {
+            r = &mut read => return r,
+            changed = pressure.changed() => {
+                if changed.is_err() {
+                    return Ok(None);
+                }
+                if since.elapsed() >= IDLE_UNDER_PRESSURE {
+                    tracing::debug!(target: "commons_node::control", "idle control connection closed to make room");
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+async fn connection(
+    mut stream: UnixStream,
+    ctx: Ctx,
+    mut pressure: watch::Receiver<u64>,
+) -> Result<(), FrameError> {
     let mut progress = false;
     loop {
-        let response = match read_request(&mut stream).await {
+        let response = match next_request(&mut stream, &mut pressure).await {
             Ok(Some(Request::WantProgress)) => {
                 progress = true;
                 Response::Ok

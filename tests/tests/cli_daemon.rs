@@ -197,3 +197,36 @@ fn the_home_is_owner_only_and_only_its_user_talks_to_the_daemon() {
     }
     drop(d);
 }
+
+/// Clients that connect and never send a request cannot lock the control socket: while every
+/// slot is taken and another client waits, connections idle for a few seconds are closed.
+#[test]
+fn idle_clients_do_not_lock_the_control_socket() {
+    let scene = Scene::new(bin!());
+    let alice = scene.person("alice");
+    let _d = commons_tests::net::Daemon::start(&daemon_bin!(), &alice.home, &[]);
+    let socket = alice.home.join("commonsd.sock");
+    // More idle clients than the daemon serves at once.
+    let idle: Vec<std::os::unix::net::UnixStream> = (0..40)
+        .map(|_| std::os::unix::net::UnixStream::connect(&socket).expect("connect"))
+        .collect();
+    let started = std::time::Instant::now();
+    let status = alice.json(["node", "status"]);
+    let took = started.elapsed();
+    assert!(status["peer_id"].is_string(), "{status}");
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "node status waited {took:?} behind idle clients"
+    );
+    // Some of the idle ones were closed to make room.
+    let closed = idle
+        .iter()
+        .filter(|s| {
+            use std::io::Read;
+            s.set_read_timeout(Some(std::time::Duration::from_millis(50)))
+                .expect("timeout");
+            matches!((&mut &**s).read(&mut [0u8; 1]), Ok(0))
+        })
+        .count();
+    assert!(closed >= 1, "no idle connection was closed");
+}
