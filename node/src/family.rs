@@ -6,15 +6,17 @@
 //! them or forks one of them (so a chain of forks in one window is taken whatever its order), a
 //! patch or validation of one of them; and a patch of another lineage that is an ancestor of a
 //! patch that belongs (a family's history may start in its parent's, as `Store::family_ids`
-//! lists it).
+//! lists it). What is refused is counted, not penalised: a fork whose charter comes in a later
+//! window of a large catch-up looks the same, and its records come with the next round.
 
 use std::collections::{BTreeSet, HashMap};
 
 use commons_core::{Body, LineageId, Record, RecordId};
 
 /// Splits `records` into those of the family whose lineages are `known`, and how many are not.
-pub fn of_family(records: Vec<Record>, known: &BTreeSet<LineageId>) -> (Vec<Record>, usize) {
-    let mut lineages = known.clone();
+/// The forks found among them join `known`, for the next windows of the same catch-up.
+pub fn of_family(records: Vec<Record>, known: &mut BTreeSet<LineageId>) -> (Vec<Record>, usize) {
+    let lineages = known;
     // Charters: to a fixed point, so that forks of forks join in any order.
     loop {
         let before = lineages.len();
@@ -136,7 +138,8 @@ mod tests {
             f1.clone(),
         ];
         let known: BTreeSet<LineageId> = [family].into();
-        let (kept, refused) = of_family(records, &known);
+        let mut known = known;
+        let (kept, refused) = of_family(records, &mut known);
         let ids: BTreeSet<RecordId> = kept.iter().map(Record::id).collect();
         assert_eq!(refused, 2, "{ids:?}");
         for r in [&f1, &f2, &child, &ancestor] {
@@ -144,5 +147,9 @@ mod tests {
         }
         assert!(!ids.contains(&stranger.id()));
         assert!(!ids.contains(&other_family.id()));
+        assert!(
+            known.contains(&LineageId::from(f2.id())),
+            "forks join the known lineages"
+        );
     }
 }

@@ -169,24 +169,21 @@ impl Ctx {
             if window.len() >= CATCH_UP_BATCH || window_bytes >= CATCH_UP_BATCH_BYTES {
                 window_bytes = 0;
                 let (records, refused) =
-                    crate::family::of_family(std::mem::take(&mut window), &known);
+                    crate::family::of_family(std::mem::take(&mut window), &mut known);
                 foreign += refused;
                 self.store_window(peer, records, report, &coming).await;
             }
         }
         if !window.is_empty() {
-            let (records, refused) = crate::family::of_family(window, &known);
+            let (records, refused) = crate::family::of_family(window, &mut known);
             foreign += refused;
             self.store_window(peer, records, report, &coming).await;
         }
         if foreign > 0 {
-            // The peer listed them under this family: they are not of it.
-            tracing::warn!(target: "commons_node::sync", %peer, %family, records = foreign, "records of another family refused");
+            // Not of this family as far as this node knows. No strike: a fork whose charter
+            // comes in a later window looks the same, and its records come with the next round.
+            tracing::info!(target: "commons_node::sync", %peer, %family, records = foreign, "records of another family refused");
             self.refused("not of the family", foreign as u64);
-            let _ = self
-                .net
-                .report_bad_peer(peer, "listed records of another family")
-                .await;
         }
     }
 
