@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure};
 use commons_core::{BlobHash, Body, Change, LineageId, Patch, Record};
-use commons_net::{NetConfig, NetEvent};
+use commons_net::NetEvent;
 
 use crate::daemon::{Client, Daemon, find_commonsd};
 use crate::{Opts, Row, records};
@@ -154,13 +154,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<Vec<Row>> {
     let flooder = {
         let (stop, flood_sent) = (stop.clone(), flood_sent.clone());
         runtime.spawn(async move {
-            let mut cfg = NetConfig::new([0x66; 32]);
-            cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
-            cfg.kademlia = false;
-            cfg.mdns = false;
-            cfg.ip_colocation_factor_threshold = 1000.0;
-            cfg.heartbeat = Duration::from_millis(200);
-            cfg.heartbeat_initial_delay = Duration::from_millis(100);
+            let cfg = crate::scale::loopback_config([0x66; 32])?;
             let (net, mut events, _task) = commons_net::spawn(cfg)?;
             net.dial(a_addr).await?;
             net.follow(lineage).await?;

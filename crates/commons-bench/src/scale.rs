@@ -43,14 +43,7 @@ async fn run(opts: &Opts) -> anyhow::Result<Vec<Row>> {
         let mut seed = [0u8; 32];
         seed[..8].copy_from_slice(&(opts.seed * 1_000_003 + i as u64 + 1).to_le_bytes());
         seed[31] = 0xbe;
-        let mut cfg = NetConfig::new(seed);
-        cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
-        cfg.kademlia = false;
-        cfg.mdns = false;
-        cfg.ip_colocation_factor_threshold = 1000.0;
-        cfg.heartbeat = Duration::from_millis(200);
-        cfg.heartbeat_initial_delay = Duration::from_millis(100);
-        let (handle, mut events, task) = commons_net::spawn(cfg)?;
+        let (handle, mut events, task) = commons_net::spawn(loopback_config(seed)?)?;
         let addr = loop {
             match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
                 Ok(Some(NetEvent::ListeningOn(a))) => break a,
@@ -186,4 +179,17 @@ async fn run(opts: &Opts) -> anyhow::Result<Vec<Row>> {
             "ms",
         ),
     ])
+}
+
+/// A network stack's configuration for the in-process scenarios: 127.0.0.1 only, no DHT, no
+/// mDNS, quick heartbeats, and every peer allowed on one address (they all share loopback).
+pub fn loopback_config(seed: [u8; 32]) -> anyhow::Result<NetConfig> {
+    let mut cfg = NetConfig::new(seed);
+    cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
+    cfg.kademlia = false;
+    cfg.mdns = false;
+    cfg.ip_colocation_factor_threshold = 1000.0;
+    cfg.heartbeat = Duration::from_millis(200);
+    cfg.heartbeat_initial_delay = Duration::from_millis(100);
+    Ok(cfg)
 }

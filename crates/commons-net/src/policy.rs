@@ -176,6 +176,20 @@ impl<K: Hash + Eq + Copy> Buckets<K> {
     }
 }
 
+/// Adds (`on`) or removes `key` in a block list of at most [`MAX_BLOCKED`] entries; false if
+/// it is full.
+fn set_entry<K: Hash + Eq>(set: &mut HashSet<K>, key: K, on: bool) -> bool {
+    if !on {
+        set.remove(&key);
+        return true;
+    }
+    if set.len() >= MAX_BLOCKED && !set.contains(&key) {
+        return false;
+    }
+    set.insert(key);
+    true
+}
+
 /// The block list and the rate limits. See the module documentation.
 #[derive(Debug)]
 pub struct Policy {
@@ -215,28 +229,12 @@ impl Policy {
 
     /// Blocks (`on`) or unblocks an author. Returns false if the list is full.
     pub fn block_author(&mut self, author: PublicKey, on: bool) -> bool {
-        if !on {
-            self.authors.remove(&author);
-            return true;
-        }
-        if self.authors.len() >= MAX_BLOCKED && !self.authors.contains(&author) {
-            return false;
-        }
-        self.authors.insert(author);
-        true
+        set_entry(&mut self.authors, author, on)
     }
 
     /// Blocks (`on`) or unblocks a peer. Returns false if the list is full.
     pub fn block_peer(&mut self, peer: PeerId, on: bool) -> bool {
-        if !on {
-            self.peers.remove(&peer);
-            return true;
-        }
-        if self.peers.len() >= MAX_BLOCKED && !self.peers.contains(&peer) {
-            return false;
-        }
-        self.peers.insert(peer);
-        true
+        set_entry(&mut self.peers, peer, on)
     }
 
     /// Whether `peer` is blocked.
