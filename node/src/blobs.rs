@@ -87,6 +87,8 @@ pub struct Blobs {
     stats: Mutex<Stats>,
     /// Whether ranges are fetched over bulk connections when the peer offers them.
     use_bulk: bool,
+    /// Whether to ask for clear-text bulk links (`bulk_clear` in the configuration).
+    bulk_clear: bool,
     /// The bulk port this node serves, if any.
     server: Option<Arc<BulkServer>>,
     /// Bulk links to peers: open, or off until a time.
@@ -139,15 +141,22 @@ pub struct Fetched {
 }
 
 impl Blobs {
-    /// Downloads under `policy`, over bulk links when `use_bulk` and the peer offers them;
-    /// `server` is this node's own bulk port, if it serves one.
-    pub fn new(policy: BlobPolicy, use_bulk: bool, server: Option<Arc<BulkServer>>) -> Blobs {
+    /// Downloads under `policy`, over bulk links when `use_bulk` and the peer offers them
+    /// (asking for clear-text ones if `bulk_clear`); `server` is this node's own bulk port, if
+    /// it serves one.
+    pub fn new(
+        policy: BlobPolicy,
+        use_bulk: bool,
+        bulk_clear: bool,
+        server: Option<Arc<BulkServer>>,
+    ) -> Blobs {
         Blobs {
             policy,
             requests: Arc::new(Semaphore::new(MAX_REQUESTS_IN_FLIGHT)),
             locks: Mutex::new(HashMap::new()),
             stats: Mutex::new(Stats::default()),
             use_bulk,
+            bulk_clear,
             server,
             links: Mutex::new(HashMap::new()),
         }
@@ -155,12 +164,13 @@ impl Blobs {
 
     /// Answers a peer's `OpenBulk`: a ticket to this node's bulk port, or `NotFound` when it
     /// serves none (or has too many tickets out).
-    pub fn bulk_ticket(&self, peer: PeerId) -> SyncResponse {
+    pub fn bulk_ticket(&self, peer: PeerId, clear: bool) -> SyncResponse {
         match &self.server {
-            Some(server) => match server.issue(peer) {
-                Some(token) => SyncResponse::BulkTicket {
-                    port: server.port(),
-                    token,
+            Some(server) => match server.issue(peer, clear) {
+                Some(ticket) => SyncResponse::BulkTicket {
+                    port: ticket.port,
+                    token: ticket.token,
+                    key: ticket.key,
                 },
                 None => SyncResponse::NotFound,
             },
@@ -183,7 +193,7 @@ impl Blobs {
             Some(LinkState::Off(since)) if since.elapsed() < BULK_RETRY => return None,
             _ => {}
         }
-        match net.bulk_link(peer).await {
+        match net.bulk_link(peer, self.bulk_clear).await {
             Ok(link) => {
                 tracing::debug!(target: "commons_node::blobs", %peer, "bulk link open");
                 self.links().insert(peer, LinkState::Up(link.clone()));
@@ -195,6 +205,15 @@ impl Blobs {
                 None
             }
         }
+    }
+
+    /// Cuts `peer` off the bulk port (it was banned or blocked): its connections to this node's
+    /// bulk port are closed and its tickets void, and this node's link to it is dropped.
+    pub fn close_peer(&self, peer: &PeerId) {
+        if let Some(server) = &self.server {
+            server.close_peer(peer);
+        }
+        self.bulk_off(*peer);
     }
 
     /// Stops using bulk transfers with `peer` for [`BULK_RETRY`].
@@ -610,7 +629,11 @@ impl Blobs {
                     if let Some(slot) = active.iter_mut().find(|(p, ..)| *p == peer) {
                         slot.1 -= 1;
                     }
-                    let bulk = matches!(answer, Ok((_, true)) | Err(RangeError::Bulk(_)));
+                    let via = match &answer {
+                        Ok((_, via)) => *via,
+                        Err(RangeError::Bulk(_)) => Via::Bulk { sealed: false },
+                        Err(RangeError::Net(_)) => Via::Libp2p,
+                    };
                     let chunk = match answer {
                         Ok((c, _)) => c,
                         Err(RangeError::Bulk(e)) if !matches!(e, BulkError::NotFound) => {
@@ -638,23 +661,24 @@ impl Blobs {
                         drop(permit);
                         result
                     });
-                    checking.push(async move { (peer, range, bulk, check.await) });
+                    checking.push(async move { (peer, range, via, check.await) });
                 }
-                Step::Checked((peer, range, bulk, result)) => {
+                Step::Checked((peer, range, via, result)) => {
                     let (good, good_bytes) = result??;
                     for g in range.0..range.0 + good {
                         job.present.set(g);
                     }
                     received += good_bytes;
-                    self.received(&job.hash, peer, good_bytes, bulk);
+                    self.received(&job.hash, peer, good_bytes, via != Via::Libp2p);
                     if good < range.1 {
                         let bad = range.0 + good;
                         self.stats().bad_groups += 1;
                         queue.push_back((bad, range.1 - good));
-                        if bulk {
-                            // Not a strike: anyone on the path of a plain TCP connection could
+                        if via == (Via::Bulk { sealed: false }) {
+                            // Not a strike: anyone on the path of a clear-text connection could
                             // have changed the bytes. What the peer sends over libp2p is judged.
-                            tracing::warn!(target: "commons_node::blobs", %peer, blob = %job.hash, group = bad, offset = bad * GROUP_BYTES, "chunk group from a bulk link failed verification; the peer's ranges go over libp2p");
+                            // (Bytes from a sealed link are the peer's own, judged below.)
+                            tracing::warn!(target: "commons_node::blobs", %peer, blob = %job.hash, group = bad, offset = bad * GROUP_BYTES, "chunk group from a clear-text bulk link failed verification; the peer's ranges go over libp2p");
                             self.bulk_off(peer);
                             if let Some(slot) = active.iter_mut().find(|(p, ..)| *p == peer) {
                                 slot.2 = None;
@@ -685,14 +709,23 @@ impl Blobs {
     }
 }
 
-/// An answer to a data request: who, which range, what came (and whether over a bulk link),
-/// and the node-wide permit it holds until it is written.
+/// An answer to a data request: who, which range, what came (and how), and the node-wide
+/// permit it holds until it is written.
 type Answer = (
     PeerId,
     (u64, u64),
-    Result<(BlobChunk, bool), RangeError>,
+    Result<(BlobChunk, Via), RangeError>,
     Option<OwnedSemaphorePermit>,
 );
+
+/// How an answer came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// Inside the libp2p connection.
+    Libp2p,
+    /// Over a bulk link: sealed with the ticket's key (authenticated), or clear text.
+    Bulk { sealed: bool },
+}
 
 /// Why a data request failed: over libp2p, or over a bulk link.
 #[derive(Debug, thiserror::Error)]
@@ -703,12 +736,12 @@ enum RangeError {
     Bulk(#[from] BulkError),
 }
 
-/// An answer verified and its good groups written: who, which range, whether it came over a
-/// bulk link, and (good groups, their bytes) or why the check could not run.
+/// An answer verified and its good groups written: who, which range, how it came, and (good
+/// groups, their bytes) or why the check could not run.
 type Checked = (
     PeerId,
     (u64, u64),
-    bool,
+    Via,
     Result<anyhow::Result<(u64, u64)>, JoinError>,
 );
 
@@ -742,12 +775,15 @@ async fn request(
         Some(link) => link
             .get(hash, offset, n)
             .await
-            .map(|c| (c, true))
+            .map(|c| {
+                let sealed = link.is_sealed();
+                (c, Via::Bulk { sealed })
+            })
             .map_err(RangeError::from),
         None => net
             .get_blob_chunk(peer, hash, offset, n)
             .await
-            .map(|c| (c, false))
+            .map(|c| (c, Via::Libp2p))
             .map_err(RangeError::from),
     };
     (peer, range, answer, Some(permit))

@@ -7,8 +7,9 @@
 //! kademlia = true
 //! sync_interval_secs = 30
 //! blobs = "eager"   # or "lazy": fetch a patch's files only when a checkout needs them
-//! bulk = true       # large blobs over a plain TCP connection (checked, not encrypted)
+//! bulk = true       # large blobs over a separate TCP connection, sealed with AES-256-GCM
 //! bulk_port = 0     # the bulk port (0: chosen by the OS)
+//! bulk_clear = false  # true: bulk links in clear text (faster) with peers that also allow it
 //! max_connections_per_ip = 16   # inbound connections from one IP address
 //!
 //! [gossip]          # rate limits on gossip records (token buckets: a burst, then a rate)
@@ -42,6 +43,7 @@ struct FileConfig {
     blobs: Option<BlobPolicy>,
     bulk: Option<bool>,
     bulk_port: Option<u16>,
+    bulk_clear: Option<bool>,
     max_connections_per_ip: Option<u32>,
     gossip: Option<GossipLimits>,
 }
@@ -83,9 +85,14 @@ pub struct Config {
     /// When blobs are fetched.
     pub blobs: BlobPolicy,
     /// Whether large blobs are served and fetched over bulk connections
-    /// (`commons_net::bulk`: plain TCP, every byte checked against the blob's hash, nothing
-    /// encrypted); false keeps every byte inside libp2p's encrypted connections.
+    /// (`commons_net::bulk`: a separate TCP connection sealed with a key agreed inside libp2p,
+    /// every byte also checked against the blob's hash); false keeps every byte inside
+    /// libp2p's connections.
     pub bulk: bool,
+    /// Whether bulk connections may be in clear text: asked for when fetching, granted when
+    /// serving. Only a pair of nodes that both set it uses clear text; an observer of the
+    /// network then sees which blobs they exchange and their bytes.
+    pub bulk_clear: bool,
     /// The bulk port (0: chosen by the OS), on the IP address of the first listen address.
     pub bulk_port: u16,
     /// Most inbound connections from one IP address (`None`: the network's default, or a
@@ -114,12 +121,24 @@ impl Config {
     /// Reads `home/config.toml` if present and applies the flags.
     pub fn load(home: &Path, flags: &Overrides) -> anyhow::Result<Config> {
         let path = home.join(CONFIG_FILE);
-        let file: FileConfig = match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text)
-                .with_context(|| format!("{} is not a valid configuration", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileConfig::default(),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text, &path, flags),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Self::from_file(FileConfig::default(), &path, flags)
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// Parses the text of a `config.toml` and applies the flags; `path` only names the file in
+    /// error messages. No I/O: this is what [`Config::load`] does once it has read the file.
+    pub fn parse(text: &str, path: &Path, flags: &Overrides) -> anyhow::Result<Config> {
+        let file: FileConfig = toml::from_str(text)
+            .with_context(|| format!("{} is not a valid configuration", path.display()))?;
+        Self::from_file(file, path, flags)
+    }
+
+    fn from_file(file: FileConfig, path: &Path, flags: &Overrides) -> anyhow::Result<Config> {
         let listen = if flags.listen.is_empty() {
             file.listen
                 .unwrap_or_else(|| DEFAULT_LISTEN.iter().map(|s| s.to_string()).collect())
@@ -142,6 +161,7 @@ impl Config {
             blobs: file.blobs.unwrap_or_default(),
             bulk: file.bulk.unwrap_or(true) && !flags.no_bulk,
             bulk_port: file.bulk_port.unwrap_or(0),
+            bulk_clear: file.bulk_clear.unwrap_or(false),
             max_connections_per_ip: match file.max_connections_per_ip {
                 Some(0) => bail!(
                     "{}: max_connections_per_ip must be at least 1",

@@ -120,7 +120,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         net_config.max_connections_per_ip = n;
     }
     let bulk = match config.bulk {
-        true => Some(bind_bulk(&net_config.listen, config.bulk_port).await?),
+        true => Some(bind_bulk(&net_config.listen, config.bulk_port, config.bulk_clear).await?),
         false => None,
     };
     let (net, mut events, net_task) = commons_net::spawn(net_config)?;
@@ -152,7 +152,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         home: home.root().to_owned(),
         node_key: identity.node.public(),
         catchups: Arc::new(Semaphore::new(service::MAX_CATCHUPS)),
-        blobs: Arc::new(blobs::Blobs::new(config.blobs, config.bulk, bulk_server)),
+        blobs: Arc::new(blobs::Blobs::new(
+            config.blobs,
+            config.bulk,
+            config.bulk_clear,
+            bulk_server,
+        )),
         reconcile: Arc::new(reconcile::Reconciliation::default()),
         catching_up: Arc::default(),
         disk_usage: Arc::default(),
@@ -239,13 +244,14 @@ fn peer_id_str(status: &commons_net::NetStatus) -> String {
 async fn bind_bulk(
     listen: &[commons_net::Multiaddr],
     port: u16,
+    allow_clear: bool,
 ) -> anyhow::Result<(Arc<BulkServer>, tokio::net::TcpListener)> {
     let ip = listen
         .iter()
         .find_map(commons_net::bulk::ip_of)
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let addr = std::net::SocketAddr::new(ip, port);
-    BulkServer::bind(addr).await.with_context(|| {
+    BulkServer::bind(addr, allow_clear).await.with_context(|| {
         format!("cannot listen for bulk blob transfers on {addr}; choose another bulk_port in config.toml, or turn them off with --no-bulk")
     })
 }
@@ -289,6 +295,7 @@ fn on_event(
         }
         NetEvent::PeerBanned(peer) => {
             tracing::warn!(target: "commons_node", %peer, "peer banned");
+            ctx.blobs.close_peer(&peer);
         }
         NetEvent::Record { from, record, .. } => match gossip.try_send((from, *record)) {
             Ok(()) => {}

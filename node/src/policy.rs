@@ -36,7 +36,13 @@ impl Ctx {
             Err(e) => return error("store", format!("{e:#}")),
         }
         match self.net.block(parsed.0, on).await {
-            Ok(true) => Response::Ok,
+            Ok(true) => {
+                if let (true, commons_net::Blocked::Peer(peer)) = (on, &parsed.0) {
+                    // Its bulk connections too, not only its libp2p ones.
+                    self.blobs.close_peer(peer);
+                }
+                Response::Ok
+            }
             Ok(false) => {
                 let _ = self.blocked.remove(&parsed);
                 error(

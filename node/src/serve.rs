@@ -44,7 +44,7 @@ pub async fn answer(ctx: &Ctx, peer: PeerId, request: SyncRequest) -> SyncRespon
                 SyncRequest::Reconcile {
                     family, message, ..
                 } => reconcile.answer(&store, family, &message),
-                SyncRequest::OpenBulk => blobs.bulk_ticket(peer),
+                SyncRequest::OpenBulk { clear } => blobs.bulk_ticket(peer, clear),
             })
         })
         .await;

@@ -656,11 +656,17 @@ impl NetHandle {
         Ok(blobs)
     }
 
-    /// Asks `peer` for a ticket to its bulk port (`crate::bulk`): (port, token).
+    /// Asks `peer` for a ticket to its bulk port (`crate::bulk`), a clear-text one if `clear`.
     /// `FetchError::NotFound` if it does not serve bulk transfers.
-    pub async fn open_bulk(&self, peer: PeerId) -> Result<(u16, [u8; 32]), FetchError> {
-        match self.request(peer, SyncRequest::OpenBulk).await? {
-            SyncResponse::BulkTicket { port, token } => Ok((port, token)),
+    pub async fn open_bulk(
+        &self,
+        peer: PeerId,
+        clear: bool,
+    ) -> Result<crate::bulk::Ticket, FetchError> {
+        match self.request(peer, SyncRequest::OpenBulk { clear }).await? {
+            SyncResponse::BulkTicket { port, token, key } => {
+                Ok(crate::bulk::Ticket { port, token, key })
+            }
             _ => self.bad_response(peer, BadResponse::WrongKind).await,
         }
     }

@@ -115,10 +115,14 @@ pub enum SyncRequest {
         /// The blobs wanted.
         hashes: Vec<BlobHash>,
     },
-    /// A ticket for the responder's bulk blob port (`crate::bulk`): blob ranges over a plain TCP
-    /// connection, checked by the asker against the blob's outboard. Answered with `BulkTicket`,
-    /// or `NotFound` when the responder does not serve bulk transfers.
-    OpenBulk,
+    /// A ticket for the responder's bulk blob port (`crate::bulk`): blob ranges over a TCP
+    /// connection sealed with a key from the ticket, checked by the asker against the blob's
+    /// outboard. Answered with `BulkTicket`, or `NotFound` when the responder does not serve
+    /// bulk transfers.
+    OpenBulk {
+        /// The asker would take a clear-text connection (the responder decides).
+        clear: bool,
+    },
 }
 
 /// A sync response.
@@ -164,6 +168,9 @@ pub enum SyncResponse {
         port: u16,
         /// The token that opens one bulk connection.
         token: [u8; 32],
+        /// The key that connection is sealed with (fresh for this ticket); `None`: clear text,
+        /// given only to an asker that would take it.
+        key: Option<[u8; 32]>,
     },
 }
 

@@ -392,7 +392,7 @@ impl Store {
                 }
                 None => SyncResponse::NotFound,
             },
-            SyncRequest::OpenBulk => SyncResponse::NotFound,
+            SyncRequest::OpenBulk { .. } => SyncResponse::NotFound,
             SyncRequest::GetSmallBlobs { hashes } => SyncResponse::SmallBlobs(
                 hashes
                     .iter()
