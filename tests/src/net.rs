@@ -68,6 +68,8 @@ pub struct Daemon {
     pub addr: String,
     /// Its peer id.
     pub peer_id: String,
+    /// Its bulk blob port, if it serves one.
+    pub bulk_port: Option<u16>,
     lines: mpsc::Receiver<String>,
     bin: PathBuf,
 }
@@ -114,6 +116,7 @@ impl Daemon {
             home: home.to_owned(),
             addr: String::new(),
             peer_id: String::new(),
+            bulk_port: None,
             lines,
             bin: bin.to_owned(),
         };
@@ -126,6 +129,9 @@ impl Daemon {
                     home.display()
                 )
             });
+            if let Some(port) = line.strip_prefix("bulk blob port: ") {
+                d.bulk_port = port.trim().parse().ok();
+            }
             if let Some(id) = line.strip_prefix("peer id: ") {
                 d.peer_id = id.trim().to_owned();
             }
@@ -156,6 +162,18 @@ impl Daemon {
         assert!(sent.success(), "kill -{signal} failed");
         let status = wait_for("commonsd to stop", || child.try_wait().ok().flatten());
         status.code().unwrap_or(-1)
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// File descriptors it has open now.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("read /proc/PID/fd")
+            .count()
     }
 
     /// Sends it `SIG<signal>` (`STOP`, `CONT`…) and leaves it running.

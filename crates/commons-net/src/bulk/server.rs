@@ -14,7 +14,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
-use super::admission::Admission;
+use super::admission::{Admission, MAX_WAITING};
 use super::seal::{self, Direction, KEY_BYTES, Seal, TAG_BYTES};
 use super::{
     ANSWER_TIMEOUT, BlobRange, BlobSource, FOUND, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS,
@@ -30,6 +30,8 @@ pub struct BulkServer {
     port: u16,
     allow_clear: bool,
     state: Mutex<ServerState>,
+    /// Woken when a handshake task ends.
+    handshake_ended: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
@@ -45,6 +47,9 @@ struct ServerState {
     /// Connections admitted, per peer: (id, a handle on the socket to shut it down).
     connections: HashMap<PeerId, Vec<(u64, std::net::TcpStream)>>,
     next_connection: u64,
+    /// Handshake tasks alive, evicted ones included until they are dropped (with their
+    /// sockets).
+    alive: usize,
     /// Connections that have not presented a token yet.
     waiting: Admission,
     handshakes: HashMap<u64, AbortHandle>,
@@ -85,6 +90,7 @@ impl BulkServer {
             port: listener.local_addr()?.port(),
             allow_clear,
             state: Mutex::new(ServerState::default()),
+            handshake_ended: tokio::sync::Notify::new(),
         };
         Ok((Arc::new(server), listener))
     }
@@ -190,6 +196,16 @@ impl BulkServer {
         net: NetHandle,
     ) {
         loop {
+            // An evicted connection's socket closes when its task is dropped, a moment after
+            // the eviction: accept no more until the tasks alive are under the cap, so the
+            // descriptors held stay bounded however fast connections come.
+            loop {
+                let ended = self.handshake_ended.notified();
+                if self.state().alive < MAX_WAITING {
+                    break;
+                }
+                ended.await;
+            }
             let (stream, remote) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -215,11 +231,16 @@ impl BulkServer {
         // Held while spawning, so the task cannot end its handshake before it is recorded.
         let mut state = self.state();
         let (id, evicted) = state.waiting.arrive(remote);
+        state.alive += 1;
         let evicted = evicted.and_then(|old| state.handshakes.remove(&old));
         let server = self.clone();
+        let waiting = Waiting {
+            stream,
+            _alive: Alive(server.clone()),
+        };
         let task = tokio::spawn(async move {
             let guard = HandshakeGuard(server.clone(), id);
-            if let Err(e) = server.connection(stream, source, net, guard).await {
+            if let Err(e) = server.connection(waiting, source, net, guard).await {
                 tracing::debug!(target: "commons_net::bulk", %remote, error = %e, "bulk connection ended");
             }
         });
@@ -233,16 +254,18 @@ impl BulkServer {
 
     async fn connection(
         self: Arc<Self>,
-        mut stream: TcpStream,
+        mut waiting: Waiting,
         source: Arc<dyn BlobSource>,
         net: NetHandle,
         handshake: HandshakeGuard,
     ) -> io::Result<()> {
         let mut token = [0u8; TOKEN_BYTES];
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut token))
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, waiting.stream.read_exact(&mut token))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no token in time"))??;
         drop(handshake);
+        let Waiting { stream, _alive } = waiting;
+        drop(_alive);
         let stream = stream.into_std()?;
         stream.set_nonblocking(false)?;
         let Some((peer, id, key)) = self.admit(&token, &stream) else {
@@ -277,6 +300,22 @@ struct HandshakeGuard(Arc<BulkServer>, u64);
 impl Drop for HandshakeGuard {
     fn drop(&mut self) {
         self.0.state().end_handshake(self.1);
+    }
+}
+
+/// A connection waiting for its token. Fields drop in order: the socket, then the count.
+struct Waiting {
+    stream: TcpStream,
+    _alive: Alive,
+}
+
+/// Counts a handshake task alive until it ends, with its socket.
+struct Alive(Arc<BulkServer>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.state().alive -= 1;
+        self.0.handshake_ended.notify_one();
     }
 }
 
