@@ -152,6 +152,9 @@ Examples:
     /// The running node (`commonsd`) of this home: status, peers, connect.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// The node's store: check it at rest.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Follow a commons: the node pulls it (and its forks) from peers now and keeps it current.
     #[command(after_help = "\
 Examples:
@@ -241,6 +244,15 @@ pub enum PatchCommand {
         /// Id or unique id prefix of the patch.
         patch: String,
     },
+}
+
+/// `commons store …`: they need a running `commonsd` (exit code 7 otherwise).
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Hash every record and blob again: damaged ones are reported and moved aside (the node
+    /// fetches good copies from its peers), and the indexes are rebuilt from the records.
+    #[command(after_help = "Example:\n  commons store verify --json")]
+    Verify,
 }
 
 /// `commons node …`: they need a running `commonsd` (exit code 7 otherwise).

@@ -168,6 +168,14 @@ impl DaemonBackend {
         }
     }
 
+    /// Checks the store at rest (`commons store verify`).
+    pub fn verify_store(&self) -> Result<commons_rpc::VerifyReport> {
+        match self.call(&Request::VerifyStore)? {
+            Response::Verified(report) => Ok(report),
+            other => Err(unexpected("verify", &other)),
+        }
+    }
+
     /// The block list.
     pub fn blocked(&self) -> Result<Vec<String>> {
         match self.call(&Request::Blocked)? {
@@ -238,6 +246,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::Peers(_) => "peers",
         Response::Blocked(_) => "blocked",
         Response::Synced(_) => "synced",
+        Response::Verified(_) => "verified",
         Response::Ok => "ok",
         Response::Progress(_) => "progress",
         Response::Error(_) => "error",

@@ -28,6 +28,7 @@ mod status;
 mod sync;
 #[cfg(test)]
 mod testing;
+mod verify;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -131,17 +132,20 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     println!("node key: {}", identity.node.public());
     println!("author: {}", identity.author.public());
     println!("control socket: {}", socket.display());
+    let (downloads, downloads_inbox) = downloader::Downloads::new();
     let bulk_server = match bulk {
         Some((server, listener)) => {
             println!("bulk blob port: {}", server.port());
-            let source = Arc::new(serve::StoreSource(store.blobs().clone()));
+            let source = Arc::new(serve::StoreSource {
+                store: store.clone(),
+                downloads: downloads.clone(),
+            });
             tokio::spawn(server.clone().run(listener, source, net.clone()));
             Some(server)
         }
         None => None,
     };
 
-    let (downloads, downloads_inbox) = downloader::Downloads::new();
     let ctx = Ctx {
         store: store.clone(),
         downloads,

@@ -116,6 +116,12 @@ impl Reconciliation {
         cache.retain(|c| c.lineages.is_disjoint(lineages));
     }
 
+    /// The store was re-indexed (records may have been set aside): every set is stale.
+    pub fn touched_all(&self) {
+        self.touches.fetch_add(1, Ordering::AcqRel);
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// Answers `ListIds`: a page of the family's ids after `after`, from the cached set.
     /// Blocking: call it under `spawn_blocking`.
     pub fn page(

@@ -6,9 +6,46 @@ use commons_net::bulk::{BlobRange, BlobSource};
 use commons_net::wire::{self, MAX_BLOB_CHUNK};
 use commons_net::{PeerId, SmallBlob, SyncRequest, SyncResponse};
 use commons_store::outboard::outboard_len;
-use commons_store::{BlobStore, Store};
+use commons_store::scrub::Checked;
+use commons_store::{BlobReader, Store};
 
+use crate::downloader::Downloads;
 use crate::service::Ctx;
+
+/// A stored blob for serving, hashed again at the store's cadence (`commons_store::scrub`). A
+/// damaged copy is moved aside by the store and wanted again here, so the downloader fetches a
+/// good one: this node does not feed its peers bad bytes when its disk rots.
+pub fn open_for_serving(
+    store: &Store,
+    downloads: &Downloads,
+    hash: &BlobHash,
+) -> Option<BlobReader> {
+    match store.blobs().open_checked(hash) {
+        Ok(Checked::Good(blob)) => Some(blob),
+        Ok(Checked::Absent) => None,
+        Ok(Checked::Damaged) => {
+            want_again(store, downloads, vec![*hash]);
+            None
+        }
+        Err(e) => {
+            tracing::warn!(target: "commons_node::blobs", blob = %hash, error = %e, "cannot read a stored blob");
+            None
+        }
+    }
+}
+
+/// Puts blobs found damaged at rest back on the wanted list (durable) and before the downloader.
+/// Which lineage named them is not known here: they are wanted under the zero lineage id.
+pub fn want_again(store: &Store, downloads: &Downloads, hashes: Vec<BlobHash>) {
+    let wanted: Vec<_> = hashes
+        .into_iter()
+        .map(|h| (h, commons_core::LineageId([0; 32])))
+        .collect();
+    if let Err(e) = store.want_blobs(wanted.clone()) {
+        tracing::warn!(target: "commons_node::blobs", error = %e, "cannot list damaged blobs as wanted");
+    }
+    downloads.want(None, wanted);
+}
 
 /// Answers a peer's sync request from the store.
 pub async fn answer(ctx: &Ctx, peer: PeerId, request: SyncRequest) -> SyncResponse {
@@ -16,6 +53,7 @@ pub async fn answer(ctx: &Ctx, peer: PeerId, request: SyncRequest) -> SyncRespon
     let reconcile = ctx.reconcile.clone();
     let blobs = ctx.blobs.clone();
     let blocked = ctx.blocked.clone();
+    let downloads = ctx.downloads.clone();
     let result =
         tokio::task::spawn_blocking(move || -> Result<SyncResponse, commons_store::StoreError> {
             Ok(match request {
@@ -36,8 +74,10 @@ pub async fn answer(ctx: &Ctx, peer: PeerId, request: SyncRequest) -> SyncRespon
                     after,
                     limit,
                 } => reconcile.page(&store, family, after, limit),
-                SyncRequest::GetBlob { hash, offset, len } => read_chunk(&store, hash, offset, len),
-                SyncRequest::GetSmallBlobs { hashes } => read_small(&store, &hashes),
+                SyncRequest::GetBlob { hash, offset, len } => {
+                    read_chunk(&store, &downloads, hash, offset, len)
+                }
+                SyncRequest::GetSmallBlobs { hashes } => read_small(&store, &downloads, &hashes),
                 SyncRequest::GetOutboard { hash, offset, len } => {
                     read_outboard(&store, hash, offset, len)
                 }
@@ -54,8 +94,14 @@ pub async fn answer(ctx: &Ctx, peer: PeerId, request: SyncRequest) -> SyncRespon
     }
 }
 
-fn read_chunk(store: &Store, hash: commons_core::BlobHash, offset: u64, len: u32) -> SyncResponse {
-    let Ok(Some(blob)) = store.blobs().open_blob(&hash) else {
+fn read_chunk(
+    store: &Store,
+    downloads: &Downloads,
+    hash: BlobHash,
+    offset: u64,
+    len: u32,
+) -> SyncResponse {
+    let Some(blob) = open_for_serving(store, downloads, &hash) else {
         return SyncResponse::NotFound;
     };
     let total = blob.len();
@@ -73,14 +119,13 @@ fn read_chunk(store: &Store, hash: commons_core::BlobHash, offset: u64, len: u32
 
 /// Answers `GetSmallBlobs` from the blob store: each blob whole, in the order asked, until the
 /// answer would pass the response cap (the asker asks again for the rest).
-pub fn read_small(store: &Store, hashes: &[BlobHash]) -> SyncResponse {
-    let blobs = store.blobs();
+pub fn read_small(store: &Store, downloads: &Downloads, hashes: &[BlobHash]) -> SyncResponse {
     let mut budget = wire::MAX_RESPONSE_BYTES as u64 / 4 * 3;
     let mut out = Vec::with_capacity(hashes.len());
     for hash in hashes {
-        let blob = match blobs.open_blob(hash) {
-            Ok(Some(b)) => b,
-            _ => {
+        let blob = match open_for_serving(store, downloads, hash) {
+            Some(b) => b,
+            None => {
                 out.push(SmallBlob::Missing);
                 continue;
             }
@@ -127,11 +172,16 @@ pub fn read_outboard(store: &Store, hash: BlobHash, offset: u64, len: u32) -> Sy
 
 /// Serves the bulk port from the blob store (`commons_net::bulk`).
 #[derive(Debug)]
-pub struct StoreSource(pub BlobStore);
+pub struct StoreSource {
+    /// The store.
+    pub store: Store,
+    /// Where damaged blobs are wanted again.
+    pub downloads: Downloads,
+}
 
 impl BlobSource for StoreSource {
     fn open(&self, hash: &BlobHash) -> Option<BlobRange> {
-        let blob = self.0.open_blob(hash).ok()??;
+        let blob = open_for_serving(&self.store, &self.downloads, hash)?;
         let (file, start) = blob.file_range();
         Some(BlobRange {
             file,

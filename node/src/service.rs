@@ -221,6 +221,7 @@ impl Ctx {
             },
             Request::FetchBlobs { hashes } => self.fetch_blobs_now(hashes).await,
             Request::Block { entry, on } => self.block(&entry, on).await,
+            Request::VerifyStore => self.verify_store().await,
             Request::Blocked => {
                 Response::Blocked(self.blocked.list().iter().map(|e| e.to_string()).collect())
             }

@@ -18,7 +18,7 @@ use commons_core::PublicKey;
 use commons_core::state::PatchStatus;
 use serde::Serialize;
 
-use crate::args::{BundleCommand, Command, IdCommand, NodeCommand, PatchCommand};
+use crate::args::{BundleCommand, Command, IdCommand, NodeCommand, PatchCommand, StoreCommand};
 use crate::ctx::Ctx;
 use crate::error::{CliError, Result};
 
@@ -46,6 +46,7 @@ pub fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Fork(args) => found::fork(ctx, args),
         Command::Bundle(BundleCommand::Export { id, file }) => exchange::export(ctx, &id, &file),
         Command::Bundle(BundleCommand::Import { file }) => exchange::import(ctx, &file),
+        Command::Store(StoreCommand::Verify) => node::verify_store(ctx),
         Command::Node(NodeCommand::Status) => node::status(ctx),
         Command::Node(NodeCommand::Peers) => node::peers(ctx),
         Command::Node(NodeCommand::Connect { addr }) => node::connect(ctx, &addr),

@@ -140,6 +140,10 @@ pub enum Request {
     },
     /// The block list. Answered with `Blocked`.
     Blocked,
+    /// Checks the store at rest: every record hashed and decoded again and the derived
+    /// indexes rebuilt from them (damaged records set aside), every blob hashed again
+    /// (damaged ones moved aside and wanted again). Answered with `Verified`.
+    VerifyStore,
     /// From now on, on this connection, `Sync`, `Follow` and `FetchBlobs` send `Progress`
     /// frames before their final answer. Answered with `Ok`.
     WantProgress,
@@ -308,6 +312,23 @@ pub struct Progress {
     pub bytes_total: u64,
 }
 
+/// What `VerifyStore` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// Records checked and indexed again.
+    pub records: u64,
+    /// Records set aside as damaged, in all (this check and earlier ones).
+    pub damaged_records: u64,
+    /// Blobs hashed again.
+    pub blobs: u64,
+    /// Their bytes.
+    pub blob_bytes: u64,
+    /// Blobs found damaged now: moved aside and wanted again.
+    pub damaged_blobs: Vec<BlobHash>,
+    /// How long it took, in milliseconds.
+    pub millis: u64,
+}
+
 /// What a sync brought.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncReport {
@@ -362,6 +383,8 @@ pub enum Response {
     Blocked(Vec<String>),
     /// Sync report.
     Synced(SyncReport),
+    /// What `VerifyStore` found.
+    Verified(VerifyReport),
     /// Done, nothing to report.
     Ok,
     /// Not the answer yet: how far the work has got (only after `WantProgress`).

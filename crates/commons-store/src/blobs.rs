@@ -45,8 +45,10 @@ const PARTIAL_DIR: &str = "partial";
 /// The blob directory.
 #[derive(Debug, Clone)]
 pub struct BlobStore {
-    dir: PathBuf,
-    packs: Arc<Packs>,
+    pub(crate) dir: PathBuf,
+    pub(crate) packs: Arc<Packs>,
+    /// What was found good or damaged at rest (`scrub.rs`), shared by the clones.
+    pub(crate) health: Arc<crate::scrub::Health>,
 }
 
 /// A stored blob, read as a stream ([`Read`], [`Seek`]) or at offsets
@@ -175,6 +177,7 @@ impl BlobStore {
         let store = BlobStore {
             dir: dir.to_path_buf(),
             packs: Arc::new(Packs::owned(dir)),
+            health: Arc::default(),
         };
         store.clean_temporaries()?;
         Ok(store)
@@ -188,6 +191,7 @@ impl BlobStore {
         Ok(BlobStore {
             dir: dir.to_path_buf(),
             packs: Arc::new(Packs::shared(dir)),
+            health: Arc::default(),
         })
     }
 
@@ -416,7 +420,12 @@ impl BlobStore {
         if self.contains(expected) {
             return Ok(true);
         }
-        if bytes.len() as u64 > MAX_PACKED_BYTES || !self.packs.is_owned() {
+        // A blob whose packed copy was found damaged comes back as a loose file (packs are
+        // never rewritten).
+        if bytes.len() as u64 > MAX_PACKED_BYTES
+            || !self.packs.is_owned()
+            || self.health.is_damaged(expected)
+        {
             self.put_bytes(bytes)?;
         } else {
             self.packs.put(*expected, bytes)?;
@@ -436,9 +445,10 @@ impl BlobStore {
         self.packs.has_unsynced()
     }
 
-    /// Whether the blob is present.
+    /// Whether the blob is present (and not found damaged).
     pub fn contains(&self, hash: &BlobHash) -> bool {
-        matches!(self.packs.find(hash), Ok(Some(_))) || self.path_of(hash).is_file()
+        (!self.health.is_damaged(hash) && matches!(self.packs.find(hash), Ok(Some(_))))
+            || self.path_of(hash).is_file()
     }
 
     /// The blob's length; `None` if absent.
@@ -455,6 +465,10 @@ impl BlobStore {
     }
 
     fn open_packed(&self, hash: &BlobHash) -> io::Result<Option<BlobReader>> {
+        if self.health.is_damaged(hash) {
+            // Found damaged at rest: absent, until a good copy is stored (loose).
+            return Ok(None);
+        }
         let Some(at) = self.packs.find(hash)? else {
             return Ok(None);
         };

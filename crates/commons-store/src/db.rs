@@ -289,8 +289,14 @@ fn put_one(
     records: Vec<Record>,
 ) -> Result<Vec<RecordId>, StoreError> {
     let (result, damaged) = try_put(trees, counters, &records);
-    if damaged.is_empty() {
+    // A derived entry of the wrong layout is repaired the same way: the indexes are rebuilt
+    // from the records.
+    let corrupt_index = matches!(result, Err(StoreError::CorruptIndex { .. }));
+    if damaged.is_empty() && !corrupt_index {
         return result;
+    }
+    if corrupt_index {
+        tracing::warn!(target: "commons_store", error = ?result.as_ref().err(), "a put came upon a corrupt index; re-indexing");
     }
     repair::reindex(trees, counters)?;
     match result {

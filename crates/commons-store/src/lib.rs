@@ -14,6 +14,7 @@ mod overlay;
 pub mod packs;
 mod query;
 pub mod repair;
+pub mod scrub;
 mod state;
 mod wanted;
 

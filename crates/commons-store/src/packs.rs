@@ -164,6 +164,14 @@ impl Packs {
         Ok(f)
     }
 
+    /// Every packed blob known, in no order.
+    pub fn hashes(&self) -> io::Result<Vec<BlobHash>> {
+        let mut inner = self.lock();
+        self.refresh(&mut inner)?;
+        inner.loaded = true;
+        Ok(inner.index.keys().copied().collect())
+    }
+
     /// Number of packed blobs known.
     pub fn count(&self) -> io::Result<usize> {
         let mut inner = self.lock();

@@ -278,25 +278,35 @@ pub fn reindex(trees: &Trees, counters: &Counters) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Runs the query `f` against the store. If it came upon stored records that do not decode, the
-/// store is re-indexed without them and `f` runs once more on the repaired store: the caller sees
-/// the answer of a store that simply lacks the damaged records. (Puts have their own retry, in
+/// Runs the query `f` against the store. If it came upon stored records that do not decode, or
+/// upon a derived entry of the wrong layout (`CorruptIndex`), the store is re-indexed (without
+/// the damaged records) and `f` runs once more on the repaired store: the caller sees the
+/// answer of a store that simply lacks the damaged records. (Puts have their own retry, in
 /// `db.rs`, since a put that succeeded must not run twice.)
 pub fn run_repairing<R>(
     trees: &Trees,
     counters: &Counters,
     f: &dyn Fn(&mut Ctx<'_>) -> Result<R, StoreError>,
 ) -> Result<R, StoreError> {
-    let damaged = {
+    {
         let mut ctx = Ctx::new(Overlay::new(trees), counters);
         let result = f(&mut ctx);
         let damaged = ctx.damaged();
-        if damaged.is_empty() {
+        // A derived entry of the wrong layout is repaired like a damaged record: the indexes
+        // are rebuilt from the records, which are the truth.
+        let corrupt_index = matches!(result, Err(StoreError::CorruptIndex { .. }));
+        if damaged.is_empty() && !corrupt_index {
             return result;
         }
-        damaged
-    };
-    tracing::debug!(target: "commons_store", records = damaged.len(), "a read came upon damaged records");
+        match corrupt_index {
+            true => {
+                tracing::warn!(target: "commons_store", error = ?result.as_ref().err(), "a read came upon a corrupt index; re-indexing")
+            }
+            false => {
+                tracing::debug!(target: "commons_store", records = damaged.len(), "a read came upon damaged records")
+            }
+        }
+    }
     if let Err(e) = reindex(trees, counters) {
         tracing::error!(target: "commons_store", error = %e, "re-indexing failed");
         return Err(e);
