@@ -128,6 +128,38 @@ pub fn write_atomic(path: &Path, content: &mut dyn Read) -> Result<()> {
     Ok(())
 }
 
+/// [`write_atomic`] of a blob's bytes, checked against its hash as they are copied: a stored
+/// copy that rotted on disk is refused (nothing is written) with an error that says what to do.
+pub fn write_verified(
+    path: &Path,
+    content: &mut dyn Read,
+    hash: &BlobHash,
+    name: &str,
+) -> Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let err = |e: io::Error| CliError::error(format!("cannot write {}: {e}", path.display()));
+    let mut tmp = tempfile::NamedTempFile::new_in(parent).map_err(err)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = content.read(&mut buf).map_err(err)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        tmp.write_all(&buf[..n]).map_err(err)?;
+    }
+    if BlobHash(*hasher.finalize().as_bytes()) != *hash {
+        return Err(CliError::error(format!(
+            "the stored content of {name} ({hash}) is damaged: its bytes do not match their hash"
+        ))
+        .hint("run `commons store verify` (the node moves the copy aside and fetches a good one from its peers), then check out again"));
+    }
+    tmp.flush().map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
+}
+
 /// The plain BLAKE3 hash of a file, streamed.
 pub fn hash_file(path: &Path) -> io::Result<BlobHash> {
     let mut hasher = blake3::Hasher::new();

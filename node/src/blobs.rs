@@ -508,7 +508,10 @@ impl Blobs {
         path: &Path,
     ) -> anyhow::Result<u64> {
         let part = path.with_extension(OUTBOARD_PART_EXT);
-        let mut out = BufWriter::new(File::create(&part)?);
+        // File work (create, writes, the fsync) runs on blocking threads, piece by piece.
+        let p = part.clone();
+        let mut out =
+            tokio::task::spawn_blocking(move || File::create(&p).map(BufWriter::new)).await??;
         let mut offset = 0u64;
         let mut len = None;
         loop {
@@ -526,15 +529,20 @@ impl Blobs {
                 let _ = net.report_bad_peer(peer, reason).await;
                 bail!("{peer} {reason}");
             }
-            out.write_all(&bytes)?;
-            wire::recycle_chunk(bytes);
+            out = tokio::task::spawn_blocking(move || {
+                out.write_all(&bytes)?;
+                wire::recycle_chunk(bytes);
+                Ok::<_, std::io::Error>(out)
+            })
+            .await??;
             offset += want;
             if offset >= outboard_len(expected_len) {
                 break;
             }
         }
         let len = len.ok_or_else(|| anyhow!("no outboard piece"))?;
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        tokio::task::spawn_blocking(move || file.sync_all()).await??;
         let (p, f) = (part.clone(), path.to_owned());
         let good = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
             let ok = outboard::verify_outboard(&hash, len, BufReader::new(File::open(&p)?))?;
@@ -704,7 +712,9 @@ impl Blobs {
                 received
             );
         }
-        job.data.sync_all()?;
+        // The fsync of up to a whole blob: off the async workers.
+        let data = job.data.clone();
+        tokio::task::spawn_blocking(move || data.sync_all()).await??;
         Ok(received)
     }
 }

@@ -81,6 +81,24 @@ impl BlockList {
 
 impl<T> ListFile<T>
 where
+    T: FromStr + Display + Ord + Clone + Send + 'static,
+    T::Err: Display,
+{
+    /// [`ListFile::add`] on a blocking thread (the file is written and fsynced): for async code.
+    pub async fn add_async(&self, entry: T) -> anyhow::Result<bool> {
+        let list = self.clone();
+        tokio::task::spawn_blocking(move || list.add(entry)).await?
+    }
+
+    /// [`ListFile::remove`] on a blocking thread: for async code.
+    pub async fn remove_async(&self, entry: T) -> anyhow::Result<bool> {
+        let list = self.clone();
+        tokio::task::spawn_blocking(move || list.remove(&entry)).await?
+    }
+}
+
+impl<T> ListFile<T>
+where
     T: FromStr + Display + Ord + Clone,
     T::Err: Display,
 {

@@ -234,7 +234,7 @@ async fn follow_own_commons(ctx: &Ctx, author: commons_core::PublicKey) {
         return;
     };
     for lineage in own {
-        if let Err(e) = ctx.follows.add(lineage) {
+        if let Err(e) = ctx.follows.add_async(lineage).await {
             tracing::warn!(target: "commons_node", error = %format!("{e:#}"), "cannot save follows");
         }
     }

@@ -207,7 +207,7 @@ impl Ctx {
                 Ok(report) => Response::Synced(report),
                 Err(e) => e,
             },
-            Request::Unfollow { lineage } => match self.follows.remove(&lineage) {
+            Request::Unfollow { lineage } => match self.follows.remove_async(lineage).await {
                 Ok(true) => {
                     let _ = self.net.unfollow(lineage).await;
                     Response::Ok
@@ -303,7 +303,7 @@ impl Ctx {
             // Charters made here (create, fork) are followed automatically.
             if rec.kind() == Kind::Charter {
                 let lineage = LineageId::from(rec.id());
-                if let Err(e) = self.follows.add(lineage) {
+                if let Err(e) = self.follows.add_async(lineage).await {
                     tracing::warn!(target: "commons_node", error = %format!("{e:#}"), "cannot save follows");
                 }
                 self.subscribe_family(lineage).await;
@@ -350,7 +350,7 @@ impl Ctx {
     }
 
     async fn follow(&self, lineage: LineageId) -> Result<SyncReport, Response> {
-        if let Err(e) = self.follows.add(lineage) {
+        if let Err(e) = self.follows.add_async(lineage).await {
             return Err(error("store", format!("{e:#}")));
         }
         self.net

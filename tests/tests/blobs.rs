@@ -461,3 +461,60 @@ fn many_small_blobs_come_in_batches_and_a_bad_one_is_refused() {
     assert_eq!(b3(&wc.join("note-30.txt")), hexes[30]);
     assert_eq!(b3(&wc.join("note-59.txt")), hexes[59]);
 }
+
+/// Bob's copy of a blob rots on disk. Carol, connected to bob only, asks him for it: bob hashes
+/// it before serving, finds it damaged, moves it aside and fetches it again from alice, so carol
+/// gets the right bytes and never has reason to strike bob. Then alice's copy rots:
+/// `commons store verify` finds it, moves it aside, and alice fetches it again.
+#[test]
+fn a_rotten_blob_is_not_served_is_found_by_verify_and_is_fetched_again() {
+    const LEN: usize = 4 << 20;
+    let scene = Scene::new(bin!());
+    let (alice, bob, carol) = (
+        scene.person("alice"),
+        scene.person("bob"),
+        scene.person("carol"),
+    );
+    let (_a, b, lineage, hex) = alice_and_bob_seed(&scene, &alice, &bob, "rot", LEN);
+    corrupt(&bob, &hex, [1_000_000], 64);
+
+    let _c = Daemon::start_with(&daemon_bin!(), &carol.home, &[&b.addr], &FIXED);
+    connected(&carol, 1);
+    carol.ok(["follow", &lineage]);
+    wait_for("carol to hold the blob", || has_blob(&carol, &hex));
+    assert_eq!(stored_b3(&carol, &hex), hex, "carol stored the right bytes");
+    assert_eq!(strikes(&carol, &b.peer_id), 0, "bob served no bad byte");
+    assert!(
+        bob.home.join("store/blobs/damaged").join(&hex).is_file(),
+        "bob moved his damaged copy aside"
+    );
+    wait_for("bob to hold a good copy again", || {
+        (has_blob(&bob, &hex).is_some() && stored_b3(&bob, &hex) == hex).then_some(())
+    });
+
+    corrupt(&alice, &hex, [3_000_000], 16);
+    // A checkout does not write the damaged bytes.
+    let out_dir = scene.path("alice-checkout");
+    let out = alice.run(["checkout", &lineage, out_dir.to_str().expect("utf-8")]);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(out.stderr.contains("damaged"), "{}", out.stderr);
+    assert!(
+        !out_dir.join("data.bin").exists(),
+        "nothing damaged written"
+    );
+    let report = alice.json(["store", "verify"]);
+    let damaged: Vec<&str> = report["damaged_blobs"]
+        .as_array()
+        .expect("damaged_blobs")
+        .iter()
+        .filter_map(|h| h.as_str())
+        .collect();
+    assert_eq!(damaged, [hex.as_str()], "{report}");
+    assert!(report["records"].as_u64().unwrap_or(0) >= 2, "{report}");
+    assert!(alice.home.join("store/blobs/damaged").join(&hex).is_file());
+    wait_for("alice to fetch a good copy again", || {
+        (has_blob(&alice, &hex).is_some() && stored_b3(&alice, &hex) == hex).then_some(())
+    });
+    let again = alice.json(["store", "verify"]);
+    assert_eq!(again["damaged_blobs"].as_array().map(Vec::len), Some(0));
+}

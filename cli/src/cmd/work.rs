@@ -107,7 +107,7 @@ fn write_blob(backend: &dyn Backend, root: &Path, path: &str, hash: &BlobHash) -
         ))
         .hint("import a bundle that carries it")
     })?;
-    worktree::write_atomic(&target, &mut blob.reader)
+    worktree::write_verified(&target, &mut blob.reader, hash, path)
 }
 
 /// `commons checkout ID DIR [--allow-missing]`.
