@@ -358,10 +358,16 @@ impl Backend for DaemonBackend {
             .iter()
             .map(|r| RecordBytes(r.bytes().to_vec()))
             .collect();
-        match self.call(&Request::Put { records })? {
-            Response::Stored(ids) => Ok(ids),
-            other => Err(unexpected("put", &other)),
+        // In pieces that fit the daemon's request limit; each piece is stored durably before
+        // the next is sent, so an interrupted import keeps what it stored.
+        let mut ids = Vec::new();
+        for records in commons_rpc::put_chunks(records) {
+            match self.call(&Request::Put { records })? {
+                Response::Stored(stored) => ids.extend(stored),
+                other => return Err(unexpected("put", &other)),
+            }
         }
+        Ok(ids)
     }
 
     fn get(&self, id: &RecordId) -> Result<Option<Record>> {

@@ -169,7 +169,7 @@ impl Config {
                 ),
                 other => other,
             },
-            rates: rates(file.gossip.unwrap_or_default(), &path)?,
+            rates: rates(file.gossip.unwrap_or_default(), path)?,
         })
     }
 }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use commons_rpc::{FrameError, MAX_FRAME_BYTES, Progress, Request, Response, RpcError};
+use commons_rpc::{FrameError, MAX_REQUEST_BYTES, Progress, Request, Response, RpcError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, watch};
@@ -131,8 +131,8 @@ async fn read_request(stream: &mut UnixStream) -> Result<Option<Request>, FrameE
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e.into()),
     }
-    let len = commons_rpc::frame_len(prefix)?;
-    debug_assert!(len <= MAX_FRAME_BYTES);
+    let len = commons_rpc::request_len(prefix)?;
+    debug_assert!(len <= MAX_REQUEST_BYTES);
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body).await?;
     Ok(Some(serde_json::from_slice(&body)?))
@@ -184,6 +184,19 @@ async fn connection(
                 code: "invalid".into(),
                 message: format!("malformed request: {e}"),
             }),
+            Err(FrameError::TooLarge(len)) => {
+                // The rest of the frame is not read: answer, then close.
+                let refusal = Response::Error(RpcError {
+                    code: "invalid".into(),
+                    message: format!(
+                        "request of {len} bytes is over the control socket's limit of {MAX_REQUEST_BYTES}; send records in pieces (commons_rpc::put_chunks)"
+                    ),
+                });
+                stream
+                    .write_all(&commons_rpc::encode_frame(&refusal)?)
+                    .await?;
+                return Ok(());
+            }
             Err(e) => return Err(e),
         };
         let frame = match commons_rpc::encode_frame(&response) {

@@ -26,8 +26,8 @@ impl Ctx {
             Err(e) => return error("invalid", format!("{e:#}")),
         };
         let changed = match on {
-            true => self.blocked.add_async(parsed.clone()).await,
-            false => self.blocked.remove_async(parsed.clone()).await,
+            true => self.blocked.add_async(parsed).await,
+            false => self.blocked.remove_async(parsed).await,
         };
         match changed {
             Ok(true) => {}
@@ -44,7 +44,7 @@ impl Ctx {
                 Response::Ok
             }
             Ok(false) => {
-                let _ = self.blocked.remove_async(parsed.clone()).await;
+                let _ = self.blocked.remove_async(parsed).await;
                 error(
                     "full",
                     format!(

@@ -230,3 +230,27 @@ fn idle_clients_do_not_lock_the_control_socket() {
         .count();
     assert!(closed >= 1, "no idle connection was closed");
 }
+
+/// A request frame over the control socket's limit is refused with an error that names the
+/// limit, before its body is read (the daemon allocates nothing for it); the daemon goes on
+/// serving. (Clients cut large puts to fit: `commons_rpc::put_chunks`, unit-tested there.)
+#[test]
+fn an_oversized_control_request_is_refused_before_it_is_read() {
+    use std::io::Write;
+    let scene = Scene::new(bin!());
+    let alice = scene.person("alice");
+    let _d = commons_tests::net::Daemon::start(&daemon_bin!(), &alice.home, &[]);
+    let socket = alice.home.join("commonsd.sock");
+    let mut s = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+    let len = (commons_rpc::MAX_REQUEST_BYTES + 1) as u32;
+    s.write_all(&len.to_be_bytes()).expect("prefix");
+    s.write_all(&[b'{'; 4096]).expect("some of the body");
+    let answer: commons_rpc::Response = commons_rpc::read_msg(&mut s).expect("an answer");
+    match answer {
+        commons_rpc::Response::Error(e) => {
+            assert!(e.message.contains("limit"), "{}", e.message);
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert!(alice.json(["node", "status"])["peer_id"].is_string());
+}

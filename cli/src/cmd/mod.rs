@@ -7,6 +7,7 @@ mod found;
 mod id;
 mod node;
 mod read;
+mod store;
 mod validate;
 mod work;
 
@@ -46,7 +47,7 @@ pub fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Fork(args) => found::fork(ctx, args),
         Command::Bundle(BundleCommand::Export { id, file }) => exchange::export(ctx, &id, &file),
         Command::Bundle(BundleCommand::Import { file }) => exchange::import(ctx, &file),
-        Command::Store(StoreCommand::Verify) => node::verify_store(ctx),
+        Command::Store(StoreCommand::Verify) => store::verify(ctx),
         Command::Node(NodeCommand::Status) => node::status(ctx),
         Command::Node(NodeCommand::Peers) => node::peers(ctx),
         Command::Node(NodeCommand::Connect { addr }) => node::connect(ctx, &addr),

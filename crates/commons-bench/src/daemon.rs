@@ -187,7 +187,9 @@ impl Client {
             .iter()
             .map(|r| RecordBytes(r.bytes().to_vec()))
             .collect();
-        self.call(&Request::Put { records })?;
+        for records in commons_rpc::put_chunks(records) {
+            self.call(&Request::Put { records })?;
+        }
         Ok(())
     }
 

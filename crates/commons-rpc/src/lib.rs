@@ -18,9 +18,35 @@ use serde::{Deserialize, Serialize};
 
 /// File name of the control socket inside the home.
 pub const SOCKET_NAME: &str = "commonsd.sock";
-/// Largest frame either side accepts: a whole family's records in one response must fit, and
-/// a local client is trusted not to exhaust memory, but a bound still stops a broken peer.
+/// Largest frame a client reads: a whole family's records in one response must fit (the client
+/// trusts its own daemon; the bound stops a broken one).
 pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
+/// Largest request the daemon reads. Every request but `Put` is small; clients cut a `Put` into
+/// pieces of [`PUT_CHUNK_BYTES`] of records ([`put_chunks`]), which hex encoding doubles. So a
+/// client costs the daemon at most this much memory at once, whatever it sends.
+pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+/// Bytes of records per `Put` a client sends.
+pub const PUT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+/// Cuts records into `Put` requests of at most [`PUT_CHUNK_BYTES`] of record bytes each (a
+/// record is at most 128 KiB, so every piece fits [`MAX_REQUEST_BYTES`]), in order.
+pub fn put_chunks(records: Vec<RecordBytes>) -> Vec<Vec<RecordBytes>> {
+    let mut out = Vec::new();
+    let mut piece = Vec::new();
+    let mut bytes = 0usize;
+    for r in records {
+        if !piece.is_empty() && bytes + r.0.len() > PUT_CHUNK_BYTES {
+            out.push(std::mem::take(&mut piece));
+            bytes = 0;
+        }
+        bytes += r.0.len();
+        piece.push(r);
+    }
+    if !piece.is_empty() || out.is_empty() {
+        out.push(piece);
+    }
+    out
+}
 
 /// A record's canonical bytes, as hex in JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -438,6 +464,15 @@ pub fn frame_len(prefix: [u8; 4]) -> Result<usize, FrameError> {
     Ok(len)
 }
 
+/// Parses a request frame's length prefix, refusing one over [`MAX_REQUEST_BYTES`].
+pub fn request_len(prefix: [u8; 4]) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > MAX_REQUEST_BYTES {
+        return Err(FrameError::TooLarge(len));
+    }
+    Ok(len)
+}
+
 /// Writes one message (blocking).
 pub fn write_msg<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), FrameError> {
     w.write_all(&encode_frame(msg)?)?;
@@ -464,6 +499,22 @@ pub fn summary_charter(s: &Summary) -> Option<Charter> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn puts_are_cut_to_fit_a_request() {
+        let big = |n: u8| RecordBytes(vec![n; 128 * 1024]);
+        let records: Vec<RecordBytes> = (0..100u8).map(big).collect();
+        let pieces = put_chunks(records.clone());
+        assert!(pieces.len() >= 3);
+        for p in &pieces {
+            let frame = encode_frame(&Request::Put { records: p.clone() }).unwrap();
+            assert!(frame.len() - 4 <= MAX_REQUEST_BYTES, "{}", frame.len());
+        }
+        assert_eq!(pieces.concat(), records, "in order, nothing lost");
+        assert_eq!(put_chunks(vec![]), vec![Vec::<RecordBytes>::new()]);
+        let over = ((MAX_REQUEST_BYTES + 1) as u32).to_be_bytes();
+        assert!(matches!(request_len(over), Err(FrameError::TooLarge(_))));
+    }
 
     #[test]
     fn frames_round_trip() {
