@@ -11,8 +11,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::seal::{Direction, Seal, TAG_BYTES};
 use super::{
-    ANSWER_TIMEOUT, BulkError, FOUND, HANDSHAKE_TIMEOUT, HEADER_BYTES, IDLE_TIMEOUT, NOT_FOUND,
-    PIPELINE, REQUEST_BYTES, Ticket, decode_header, encode_request,
+    ANSWER_TIMEOUT, BulkError, HANDSHAKE_TIMEOUT, HEADER_BYTES, IDLE_TIMEOUT, PIPELINE,
+    REQUEST_BYTES, Ticket, check_answer, encode_request,
 };
 use crate::handle::BlobChunk;
 use crate::wire::{self, MAX_BLOB_CHUNK};
@@ -175,16 +175,7 @@ async fn read_answer(
         seal.open(&mut header, &tag)
             .map_err(|_| BulkError::Protocol("an answer does not open with the ticket's key"))?;
     }
-    let (status, total_len, n) = decode_header(&header);
-    match status {
-        FOUND => {}
-        NOT_FOUND if total_len == 0 && n == 0 => return Err(BulkError::NotFound),
-        _ => return Err(BulkError::Protocol("unknown answer status")),
-    }
-    let expected = total_len.saturating_sub(p.offset).min(u64::from(p.len));
-    if u64::from(n) != expected {
-        return Err(BulkError::Protocol("answer of the wrong length"));
-    }
+    let (total_len, n) = check_answer(&header, p.offset, p.len)?;
     let mut bytes = wire::chunk_buffer(n as usize);
     rd.read_exact(&mut bytes).await?;
     if let Some(seal) = seal

@@ -189,6 +189,70 @@ pub fn decode_header(buf: &[u8; HEADER_BYTES]) -> (u8, u64, u32) {
     (buf[0], u64::from_le_bytes(total), u32::from_le_bytes(n))
 }
 
+/// What the server does with one opened request, decided without I/O (fuzzed: every field is
+/// the peer's choice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// Answer "not found".
+    NotFound,
+    /// Answer "found" with `n` bytes read from file position `at`.
+    Send {
+        /// Length of the whole blob.
+        total_len: u64,
+        /// Where the bytes start in the file.
+        at: u64,
+        /// How many.
+        n: u32,
+    },
+}
+
+/// Plans the answer to a request (hash, offset, len) for a blob found at `(start, len)` of its
+/// file, or not found. `Err` (a strike) for a length of 0 or over 1 MiB. Every peer-chosen
+/// number is checked: an offset past the end gets an empty answer, and the file position cannot
+/// overflow.
+pub fn plan(request: &[u8; REQUEST_BYTES], blob: Option<(u64, u64)>) -> Result<Plan, &'static str> {
+    let (_, offset, len) = decode_request(request);
+    if len == 0 || len > crate::wire::MAX_BLOB_CHUNK {
+        return Err("bulk request length not in 1..=1 MiB");
+    }
+    let Some((start, total_len)) = blob else {
+        return Ok(Plan::NotFound);
+    };
+    let n = total_len.saturating_sub(offset).min(u64::from(len));
+    let at = match n {
+        0 => 0,
+        _ => start
+            .checked_add(offset)
+            .filter(|at| at.checked_add(n).is_some())
+            .ok_or("blob range past u64")?,
+    };
+    Ok(Plan::Send {
+        total_len,
+        at,
+        n: n as u32,
+    })
+}
+
+/// Checks an answer's header against the request it answers (`offset`, `len`): the blob's
+/// length and the number of bytes that follow, or why the answer breaks the protocol.
+pub fn check_answer(
+    header: &[u8; HEADER_BYTES],
+    offset: u64,
+    len: u32,
+) -> Result<(u64, u32), BulkError> {
+    let (status, total_len, n) = decode_header(header);
+    match status {
+        FOUND => {}
+        NOT_FOUND if total_len == 0 && n == 0 => return Err(BulkError::NotFound),
+        _ => return Err(BulkError::Protocol("unknown answer status")),
+    }
+    let expected = total_len.saturating_sub(offset).min(u64::from(len));
+    if u64::from(n) != expected {
+        return Err(BulkError::Protocol("answer of the wrong length"));
+    }
+    Ok((total_len, n))
+}
+
 /// The IP address of a multiaddr's first `/ip4` or `/ip6` component.
 pub fn ip_of(addr: &libp2p::Multiaddr) -> Option<IpAddr> {
     addr.iter().find_map(|p| match p {

@@ -18,8 +18,8 @@ use super::admission::{Admission, MAX_WAITING};
 use super::seal::{self, Direction, KEY_BYTES, Seal, TAG_BYTES};
 use super::{
     ANSWER_TIMEOUT, BlobRange, BlobSource, FOUND, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS,
-    MAX_CONNECTIONS_PER_PEER, MAX_TICKETS, MAX_TICKETS_PER_PEER, NOT_FOUND, REQUEST_BYTES,
-    TICKET_TTL, TOKEN_BYTES, Ticket, decode_request, encode_header,
+    MAX_CONNECTIONS_PER_PEER, MAX_TICKETS, MAX_TICKETS_PER_PEER, NOT_FOUND, Plan, REQUEST_BYTES,
+    TICKET_TTL, TOKEN_BYTES, Ticket, decode_request, encode_header, plan,
 };
 use crate::handle::NetHandle;
 use crate::wire::MAX_BLOB_CHUNK;
@@ -385,34 +385,29 @@ fn serve(
         let body: &[u8; REQUEST_BYTES] = (&request[..REQUEST_BYTES])
             .try_into()
             .map_err(io::Error::other)?;
-        let (hash, offset, len) = decode_request(body);
+        let (hash, _, len) = decode_request(body);
         if len == 0 || len > MAX_BLOB_CHUNK {
             return Err(Ended::Violation("bulk request length not in 1..=1 MiB"));
         }
         if open.as_ref().is_none_or(|(h, _)| *h != hash) {
             open = source.open(&hash).map(|blob| (hash, blob));
         }
-        let Some((_, blob)) = &open else {
-            send_header(&mut stream, &mut sealed, encode_header(NOT_FOUND, 0, 0))?;
-            continue;
-        };
-        // Every peer-chosen number is checked: an offset past the end is an empty answer, and
-        // the file position cannot overflow.
-        let n = blob.len.saturating_sub(offset).min(u64::from(len));
-        let at = match n {
-            0 => 0,
-            _ => blob.start.checked_add(offset).ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidInput, "blob range past u64")
-            })?,
-        };
-        send_header(
-            &mut stream,
-            &mut sealed,
-            encode_header(FOUND, blob.len, n as u32),
-        )?;
-        match &mut sealed {
-            Some(s) => send_sealed(&mut stream, &mut s.answers, blob, at, n as usize, &mut buf)?,
-            None => send_clear(&stream, blob, at, n as usize)?,
+        let blob = open.as_ref().map(|(_, b)| b);
+        match plan(body, blob.map(|b| (b.start, b.len))) {
+            Err(reason) => return Err(Ended::Violation(reason)),
+            Ok(Plan::NotFound) => {
+                send_header(&mut stream, &mut sealed, encode_header(NOT_FOUND, 0, 0))?;
+            }
+            Ok(Plan::Send { total_len, at, n }) => {
+                let blob = blob.ok_or_else(|| io::Error::other("planned without a blob"))?;
+                send_header(&mut stream, &mut sealed, encode_header(FOUND, total_len, n))?;
+                match &mut sealed {
+                    Some(s) => {
+                        send_sealed(&mut stream, &mut s.answers, blob, at, n as usize, &mut buf)?
+                    }
+                    None => send_clear(&stream, blob, at, n as usize)?,
+                }
+            }
         }
     }
 }
