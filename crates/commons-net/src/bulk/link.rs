@@ -175,7 +175,9 @@ async fn read_answer(
         seal.open(&mut header, &tag)
             .map_err(|_| BulkError::Protocol("an answer does not open with the ticket's key"))?;
     }
-    let (total_len, n) = check_answer(&header, p.offset, p.len)?;
+    let (total_len, n) = check_answer(&header, p.offset, p.len)
+        .map_err(BulkError::Protocol)?
+        .ok_or(BulkError::NotFound)?;
     let mut bytes = wire::chunk_buffer(n as usize);
     rd.read_exact(&mut bytes).await?;
     if let Some(seal) = seal

@@ -234,23 +234,24 @@ pub fn plan(request: &[u8; REQUEST_BYTES], blob: Option<(u64, u64)>) -> Result<P
 }
 
 /// Checks an answer's header against the request it answers (`offset`, `len`): the blob's
-/// length and the number of bytes that follow, or why the answer breaks the protocol.
+/// length and the number of bytes that follow (`None`: not found), or why the answer breaks the
+/// protocol.
 pub fn check_answer(
     header: &[u8; HEADER_BYTES],
     offset: u64,
     len: u32,
-) -> Result<(u64, u32), BulkError> {
+) -> Result<Option<(u64, u32)>, &'static str> {
     let (status, total_len, n) = decode_header(header);
     match status {
         FOUND => {}
-        NOT_FOUND if total_len == 0 && n == 0 => return Err(BulkError::NotFound),
-        _ => return Err(BulkError::Protocol("unknown answer status")),
+        NOT_FOUND if total_len == 0 && n == 0 => return Ok(None),
+        _ => return Err("unknown answer status"),
     }
     let expected = total_len.saturating_sub(offset).min(u64::from(len));
     if u64::from(n) != expected {
-        return Err(BulkError::Protocol("answer of the wrong length"));
+        return Err("answer of the wrong length");
     }
-    Ok((total_len, n))
+    Ok(Some((total_len, n)))
 }
 
 /// The IP address of a multiaddr's first `/ip4` or `/ip6` component.
