@@ -30,6 +30,9 @@ pub const DAMAGED_DIR: &str = "damaged";
 pub struct Health {
     good: Mutex<HashMap<BlobHash, Instant>>,
     damaged: Mutex<HashSet<BlobHash>>,
+    /// Held while a blob is hashed for serving: one at a time, so peers asking for many large
+    /// blobs cost this node one core at most (the others wait; blobs checked already do not).
+    hashing: Mutex<()>,
 }
 
 impl Health {
@@ -119,6 +122,15 @@ impl BlobStore {
             let Some(blob) = self.open_blob(hash)? else {
                 break;
             };
+            if self.health.checked_recently(hash, now) {
+                return Ok(Checked::Good(blob));
+            }
+            let _one_at_a_time = self
+                .health
+                .hashing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            // Another request may have checked it meanwhile.
             if self.health.checked_recently(hash, now) {
                 return Ok(Checked::Good(blob));
             }
