@@ -55,34 +55,35 @@ pub fn run_sized(opts: &Opts, len: u64) -> anyhow::Result<Vec<Row>> {
     opts.progress(format!("writing a {} MiB blob", len >> 20));
     generate(&source, len, opts.seed)?;
 
-    // On a virtual machine the first write into memory the guest never used costs the host a
-    // page fault per page, which shows up as a slow kernel copy in whichever step comes first.
-    // An untimed copy first makes that memory the guest's; each step then deletes what it
-    // wrote, so the next one reuses it.
-    opts.progress("warm-up: an untimed TCP copy");
-    let copy = work.path().join("tcp-copy.bin");
-    tcp_copy(&source, &copy)?;
-    std::fs::remove_file(&copy)?;
-    opts.progress("reference: plain TCP copy on loopback");
-    settle()?;
-    let tcp_cpu_before = cpu_secs(std::process::id())?;
-    let tcp_secs = tcp_copy(&source, &copy)?;
-    let tcp_cpu = cpu_secs(std::process::id())? - tcp_cpu_before;
-    std::fs::remove_file(&copy)?;
-    let tcp_rate = mib(len) / tcp_secs;
-
+    // Each transfer is paired with a TCP copy measured just before it, under the same
+    // conditions (`settle`): the machine's speed drifts between steps, and the ratio is taken
+    // within a pair.
+    let reference = |what: &str| -> anyhow::Result<(f64, f64)> {
+        let copy = work.path().join("tcp-copy.bin");
+        opts.progress(format!(
+            "reference for the {what} transfer: plain TCP copy on loopback"
+        ));
+        settle(work.path(), len)?;
+        let before = cpu_secs(std::process::id())?;
+        let secs = tcp_copy(&source, &copy)?;
+        let cpu = cpu_secs(std::process::id())? - before;
+        std::fs::remove_file(&copy)?;
+        Ok((mib(len) / secs, cpu))
+    };
+    let (tcp_rate, tcp_cpu) = reference("sealed")?;
     opts.progress("sealed bulk transfer (the default)");
     let sealed = transfer(opts, &bin, &source, len, false)?;
+    let (clear_tcp_rate, clear_tcp_cpu) = reference("clear-text")?;
     opts.progress("clear-text bulk transfer (bulk_clear = true on both)");
     let clear = transfer(opts, &bin, &source, len, true)?;
     let rate = mib(len) / sealed.secs;
     let clear_rate = mib(len) / clear.secs;
     let growth = sealed.hwm.saturating_sub(sealed.rss_before) as f64 / 1024.0;
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpu_note = |t: &Transfer| {
+    let cpu_note = |t: &Transfer, tcp_cpu: f64| {
         format!(
             "CPU time during the transfer: receiver {:.2} s, seeder {:.2} s ({:.2} CPU-s per GiB \
-             together; the TCP copy {tcp_cpu:.2} s, {:.2} CPU-s per GiB)",
+             together; its TCP copy {tcp_cpu:.2} s, {:.2} CPU-s per GiB)",
             t.cpu_receiver,
             t.cpu_seeder,
             (t.cpu_receiver + t.cpu_seeder) / gib(len),
@@ -96,7 +97,7 @@ pub fn run_sized(opts: &Opts, len: u64) -> anyhow::Result<Vec<Row>> {
             rate,
             "MiB/s",
         )
-        .against("plain TCP copy on loopback", tcp_rate, "MiB/s")
+        .against("plain TCP copy on loopback, just before", tcp_rate, "MiB/s")
         .target(
             format!("≥ {TARGET_RATIO}×"),
             rate / tcp_rate >= TARGET_RATIO,
@@ -105,7 +106,7 @@ pub fn run_sized(opts: &Opts, len: u64) -> anyhow::Result<Vec<Row>> {
             "{} MiB, {cpus} CPUs; the follow itself fetched {} bytes; {}",
             len >> 20,
             sealed.fetched,
-            cpu_note(&sealed)
+            cpu_note(&sealed, tcp_cpu)
         )),
         Row::info(
             "blobs",
@@ -113,10 +114,14 @@ pub fn run_sized(opts: &Opts, len: u64) -> anyhow::Result<Vec<Row>> {
             clear_rate,
             "MiB/s",
         )
-        .against("plain TCP copy on loopback", tcp_rate, "MiB/s")
+        .against(
+            "plain TCP copy on loopback, just before",
+            clear_tcp_rate,
+            "MiB/s",
+        )
         .note(format!(
             "what sealing costs: the same transfer without it; {}",
-            cpu_note(&clear)
+            cpu_note(&clear, clear_tcp_cpu)
         )),
         Row::info(
             "blobs",
@@ -163,7 +168,6 @@ fn transfer(
         }
         Ok(dir)
     };
-    settle()?;
     let seeder = Daemon::start(bin, home()?, &[], false)?;
     let blobs = BlobStore::open(&seeder.home.path().join("store/blobs"))?;
     let hash = blobs.put_reader(io::BufReader::with_capacity(
@@ -195,6 +199,7 @@ fn transfer(
         Ok(c.status()?.peers >= 1)
     })?;
     ensure!(connected, "the daemons did not connect");
+    settle(&seeder.home.path().join("store"), len)?;
     let (rss_before, _) = receiver.rss_kib()?;
     let cpu_before = (cpu_secs(seeder.pid())?, cpu_secs(receiver.pid())?);
     opts.progress("the receiver follows the commons and fetches the blob");
@@ -241,10 +246,28 @@ fn transfer(
     })
 }
 
-/// Writes back every dirty page of the machine (`sync`) before a measurement, so that none of
-/// them starts behind the write-back of what an earlier one (or the generator) wrote: the
-/// kernel's copies into the page cache otherwise dominate whichever transfer comes first.
-fn settle() -> anyhow::Result<()> {
+/// Prepares the machine the same way before each measured step (the TCP copy and each
+/// transfer), so that no step pays for another's leftovers:
+///
+/// - on a virtual machine, writing memory the guest has not used lately costs the host a page
+///   fault per page (a first 1 GiB `dd` here takes 1.9 s of system time, the next 0.3 s), which
+///   shows up as a slow kernel copy into the page cache in whichever step meets it: so `len`
+///   bytes are written to a file in `dir` and deleted, leaving freed pages for the step to use;
+/// - every dirty page is then written back (`sync`), so no step starts behind the write-back of
+///   an earlier one.
+fn settle(dir: &Path, len: u64) -> anyhow::Result<()> {
+    let path = dir.join("warm-up.bin");
+    {
+        let mut f = std::fs::File::create(&path)?;
+        let buf = vec![0x5au8; BUFFER];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(BUFFER as u64) as usize;
+            io::Write::write_all(&mut f, &buf[..n])?;
+            left -= n as u64;
+        }
+    }
+    std::fs::remove_file(&path)?;
     let status = std::process::Command::new("sync").status()?;
     ensure!(status.success(), "sync failed");
     Ok(())
