@@ -14,6 +14,10 @@ use std::net::IpAddr;
 pub const MAX_WAITING: usize = 64;
 /// Connections waiting for their token from one IP address.
 pub const MAX_WAITING_PER_SOURCE: usize = 8;
+/// Handshake tasks alive at once: those waiting, and those evicted whose socket is not closed
+/// yet. The accept loop pauses at this many, which bounds the descriptors they hold; it never
+/// pauses for a connection that is merely slow (eviction makes room at each arrival).
+pub const MAX_ALIVE: usize = 2 * MAX_WAITING;
 
 /// The connections waiting for their token.
 #[derive(Debug)]

@@ -14,7 +14,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
-use super::admission::{Admission, MAX_WAITING};
+use super::admission::{Admission, MAX_ALIVE};
 use super::seal::{self, Direction, KEY_BYTES, Seal, TAG_BYTES};
 use super::{
     ANSWER_TIMEOUT, BlobRange, BlobSource, FOUND, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS,
@@ -198,10 +198,11 @@ impl BulkServer {
         loop {
             // An evicted connection's socket closes when its task is dropped, a moment after
             // the eviction: accept no more until the tasks alive are under the cap, so the
-            // descriptors held stay bounded however fast connections come.
+            // descriptors held stay bounded however fast connections come. (At most
+            // `MAX_WAITING` of them wait; the rest are evicted ones about to be dropped.)
             loop {
                 let ended = self.handshake_ended.notified();
-                if self.state().alive < MAX_WAITING {
+                if self.state().alive < MAX_ALIVE {
                     break;
                 }
                 ended.await;

@@ -251,3 +251,32 @@ async fn closing_a_peer_ends_its_connections_and_tickets() {
         "its tickets are void"
     );
 }
+
+/// 64 slow connections from 8 addresses fill every waiting slot: a receiver with a ticket is
+/// still accepted at once (eviction makes room), not after their 10 s handshake timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_waiting_slots_do_not_stall_the_accept_loop() {
+    let p = port(false).await;
+    let mut slow = Vec::new();
+    for n in 2..10u8 {
+        for _ in 0..admission::MAX_WAITING_PER_SOURCE {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::from(([127, 0, 0, n], 0))).unwrap();
+            slow.push(socket.connect(p.addr).await.unwrap());
+        }
+    }
+    eventually("every slot to be taken", || {
+        p.server.counts().waiting == admission::MAX_WAITING
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    let ticket = p.server.issue(PeerId::random(), false).unwrap();
+    let link = BulkLink::connect(p.addr, &ticket).await.unwrap();
+    assert_eq!(link.get(p.hash, 0, 10).await.unwrap().bytes, p.bytes[..10]);
+    assert!(
+        started.elapsed() < HANDSHAKE_TIMEOUT / 2,
+        "served after {:?}",
+        started.elapsed()
+    );
+    drop(slow);
+}
