@@ -133,8 +133,15 @@ async fn read_request(stream: &mut UnixStream) -> Result<Option<Request>, FrameE
     }
     let len = commons_rpc::request_len(prefix)?;
     debug_assert!(len <= MAX_REQUEST_BYTES);
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).await?;
+    // The buffer grows with the bytes that arrive: a prefix alone costs no allocation.
+    let mut body = Vec::with_capacity(len.min(64 * 1024));
+    (&mut *stream)
+        .take(len as u64)
+        .read_to_end(&mut body)
+        .await?;
+    if body.len() != len {
+        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+    }
     Ok(Some(serde_json::from_slice(&body)?))
 }
 

@@ -484,9 +484,24 @@ pub fn write_msg<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), FrameE
 pub fn read_msg<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> Result<T, FrameError> {
     let mut prefix = [0u8; 4];
     r.read_exact(&mut prefix)?;
-    let mut body = vec![0u8; frame_len(prefix)?];
-    r.read_exact(&mut body)?;
+    let body = read_body(r, frame_len(prefix)?)?;
     Ok(serde_json::from_slice(&body)?)
+}
+
+/// Most bytes of a frame's body reserved before any of it has arrived: the buffer grows with
+/// what is read, so a length prefix alone (4 bytes claiming up to [`MAX_FRAME_BYTES`]) cannot
+/// make the reader allocate its claim.
+const BODY_RESERVE_BYTES: usize = 64 * 1024;
+
+/// Reads exactly `len` bytes (already checked against the cap), failing with `UnexpectedEof`
+/// as `read_exact` does when the stream ends first.
+fn read_body(r: &mut impl Read, len: usize) -> Result<Vec<u8>, FrameError> {
+    let mut body = Vec::with_capacity(len.min(BODY_RESERVE_BYTES));
+    r.by_ref().take(len as u64).read_to_end(&mut body)?;
+    if body.len() != len {
+        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+    }
+    Ok(body)
 }
 
 /// Convenience: the charter inside a summary.
@@ -526,6 +541,47 @@ mod tests {
         let back: Request = read_msg(&mut buf.as_slice()).unwrap();
         assert_eq!(back, req);
         assert!(String::from_utf8_lossy(&buf[4..]).contains("\"0102ff\""));
+    }
+
+    /// A reader of `data` that records the largest buffer it was asked to fill.
+    struct Recording<'a> {
+        data: &'a [u8],
+        largest: usize,
+    }
+
+    impl Read for Recording<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.largest = self.largest.max(buf.len());
+            self.data.read(buf)
+        }
+    }
+
+    #[test]
+    fn a_length_prefix_alone_does_not_allocate_its_claim() {
+        // Found by the `control_frame` fuzz target (fuzz/regressions/control_frame/): five bytes
+        // claiming a frame of MAX_FRAME_BYTES made the reader allocate 256 MiB.
+        let mut input = (MAX_FRAME_BYTES as u32).to_be_bytes().to_vec();
+        input.push(b'M');
+        let mut r = Recording {
+            data: &input,
+            largest: 0,
+        };
+        match read_msg::<Request>(&mut r) {
+            Err(FrameError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof),
+            other => panic!("expected a truncated frame, got {other:?}"),
+        }
+        assert!(
+            r.largest <= BODY_RESERVE_BYTES,
+            "asked for {} bytes",
+            r.largest
+        );
+        // A frame that does arrive whole, longer than the first reservation, still reads.
+        let long = Request::Connect {
+            addr: "x".repeat(3 * BODY_RESERVE_BYTES),
+        };
+        let frame = encode_frame(&long).unwrap();
+        assert_eq!(read_msg::<Request>(&mut frame.as_slice()).unwrap(), long);
+        assert!(read_msg::<Request>(&mut &frame[..frame.len() - 1]).is_err());
     }
 
     #[test]
