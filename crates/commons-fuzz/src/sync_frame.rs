@@ -170,56 +170,68 @@ fn frame(data: &[u8], max: usize) -> Option<Result<&[u8], usize>> {
 /// The codec reads a request exactly when the reference (length prefix, `decode`, `check`) does,
 /// and writes it back as the same bytes.
 fn codec_request(data: &[u8]) {
-    let got = block_on(SyncCodec.read_request(&PROTOCOL, &mut Cursor::new(data)));
-    let expected = match frame(data, MAX_REQUEST_BYTES) {
-        Some(Ok(f)) => wire::decode::<SyncRequest>(f, MAX_REQUEST_BYTES)
-            .ok()
-            .filter(|r| r.check().is_ok())
-            .map(|r| (r, f.len())),
-        _ => None,
-    };
-    match (got, expected) {
-        (Ok(got), Some((expected, len))) => {
-            assert_eq!(got, expected, "the codec reads another request");
-            check_request(&got);
-            let mut written = Vec::new();
-            block_on(SyncCodec.write_request(&PROTOCOL, &mut written, got.clone()))
-                .expect("a request read writes");
-            assert_eq!(written, data[..4 + len], "written as read");
-            let back = block_on(SyncCodec.read_request(&PROTOCOL, &mut Cursor::new(&written)));
-            assert_eq!(back.ok(), Some(got), "round trip through the codec");
-        }
-        (Err(_), None) => {}
-        (Ok(got), None) => panic!("the codec reads a request the reference refuses: {got:?}"),
-        (Err(e), Some((r, _))) => panic!("the codec refuses a valid request {r:?}: {e}"),
-    }
+    codec_agrees(
+        "request",
+        data,
+        MAX_REQUEST_BYTES,
+        |bytes| block_on(SyncCodec.read_request(&PROTOCOL, &mut Cursor::new(bytes))),
+        |r, out| block_on(SyncCodec.write_request(&PROTOCOL, out, r)),
+        |r: &SyncRequest| r.check().is_ok(),
+        check_request,
+    );
 }
 
 /// The codec's response reader (with its direct path for `Blob` and `Outboard`) reads exactly
 /// what the reference reads, and writes it back as the same bytes.
 fn codec_response(data: &[u8]) {
-    let got = block_on(SyncCodec.read_response(&PROTOCOL, &mut Cursor::new(data)));
-    let expected = match frame(data, MAX_RESPONSE_BYTES) {
-        Some(Ok(f)) => wire::decode::<SyncResponse>(f, MAX_RESPONSE_BYTES)
+    codec_agrees(
+        "response",
+        data,
+        MAX_RESPONSE_BYTES,
+        |bytes| block_on(SyncCodec.read_response(&PROTOCOL, &mut Cursor::new(bytes))),
+        |r, out| block_on(SyncCodec.write_response(&PROTOCOL, out, r)),
+        |r: &SyncResponse| r.check().is_ok(),
+        check_response,
+    );
+}
+
+/// `read` accepts `data` exactly when the reference does (a frame within `cap`, `decode`,
+/// `valid`), as the same message; `write` then gives back the bytes read, which read again.
+fn codec_agrees<T>(
+    what: &str,
+    data: &[u8],
+    cap: usize,
+    read: impl Fn(&[u8]) -> std::io::Result<T>,
+    write: impl Fn(T, &mut Vec<u8>) -> std::io::Result<()>,
+    valid: impl Fn(&T) -> bool,
+    check: fn(&T),
+) where
+    T: bincode::Decode<()> + PartialEq + Clone + std::fmt::Debug,
+{
+    let got = read(data);
+    let expected = match frame(data, cap) {
+        Some(Ok(f)) => wire::decode::<T>(f, cap)
             .ok()
-            .filter(|r| r.check().is_ok())
-            .map(|r| (r, f.len())),
+            .filter(|m| valid(m))
+            .map(|m| (m, f.len())),
         _ => None,
     };
     match (got, expected) {
         (Ok(got), Some((expected, len))) => {
-            assert_eq!(got, expected, "the codec reads another response");
-            check_response(&got);
+            assert_eq!(got, expected, "the codec reads another {what}");
+            check(&got);
             let mut written = Vec::new();
-            block_on(SyncCodec.write_response(&PROTOCOL, &mut written, got.clone()))
-                .expect("a response read writes");
+            write(got.clone(), &mut written).expect("a message read writes");
             assert_eq!(written, data[..4 + len], "written as read");
-            let back = block_on(SyncCodec.read_response(&PROTOCOL, &mut Cursor::new(&written)));
-            assert_eq!(back.ok(), Some(got), "round trip through the codec");
+            assert_eq!(
+                read(&written).ok(),
+                Some(got),
+                "round trip through the codec"
+            );
         }
         (Err(_), None) => {}
-        (Ok(got), None) => panic!("the codec reads a response the reference refuses: {got:?}"),
-        (Err(e), Some((r, _))) => panic!("the codec refuses a valid response {r:?}: {e}"),
+        (Ok(got), None) => panic!("the codec reads a {what} the reference refuses: {got:?}"),
+        (Err(e), Some((m, _))) => panic!("the codec refuses a valid {what} {m:?}: {e}"),
     }
 }
 

@@ -10,13 +10,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Seek, SeekFrom};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use commons_core::BlobHash;
 
-use crate::blobs::{BUFFER_BYTES, BlobReader, BlobStore};
+use crate::blobs::{BlobReader, BlobStore};
 
 /// A blob hashed good is served without hashing it again for this long.
 pub const CHECK_EVERY: Duration = Duration::from_secs(24 * 3600);
@@ -94,20 +94,12 @@ pub struct BlobReport {
     pub damaged: Vec<BlobHash>,
 }
 
-/// The BLAKE3 hash of a reader's bytes, read in bounded memory.
-fn hash_reader(mut reader: impl Read) -> io::Result<(BlobHash, u64)> {
+/// The BLAKE3 hash of a stored blob's bytes, streamed; the reader is left at the blob's start.
+fn hash_of(blob: &mut BlobReader) -> io::Result<BlobHash> {
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; BUFFER_BYTES];
-    let mut n = 0u64;
-    loop {
-        let got = reader.read(&mut buf)?;
-        if got == 0 {
-            break;
-        }
-        hasher.update(&buf[..got]);
-        n += got as u64;
-    }
-    Ok((BlobHash(*hasher.finalize().as_bytes()), n))
+    hasher.update_reader(&mut *blob)?;
+    blob.seek(SeekFrom::Start(0))?;
+    Ok(BlobHash(*hasher.finalize().as_bytes()))
 }
 
 impl BlobStore {
@@ -119,7 +111,7 @@ impl BlobStore {
         let mut found_damaged = false;
         // At most twice: the packed copy, then a loose one.
         for _ in 0..2 {
-            let Some(blob) = self.open_blob(hash)? else {
+            let Some(mut blob) = self.open_blob(hash)? else {
                 break;
             };
             if self.health.checked_recently(hash, now) {
@@ -134,8 +126,7 @@ impl BlobStore {
             if self.health.checked_recently(hash, now) {
                 return Ok(Checked::Good(blob));
             }
-            let (got, _) = hash_reader(self.open_blob(hash)?.ok_or(io::ErrorKind::NotFound)?)?;
-            if got == *hash {
+            if hash_of(&mut blob)? == *hash {
                 self.health.mark_good(*hash, now);
                 return Ok(Checked::Good(blob));
             }
@@ -192,13 +183,12 @@ impl BlobStore {
         let mut report = BlobReport::default();
         let now = Instant::now();
         for hash in self.all_hashes()? {
-            let Some(blob) = self.open_blob(&hash)? else {
+            let Some(mut blob) = self.open_blob(&hash)? else {
                 continue;
             };
-            let (got, n) = hash_reader(blob)?;
             report.checked += 1;
-            report.bytes += n;
-            if got == hash {
+            report.bytes += blob.len();
+            if hash_of(&mut blob)? == hash {
                 self.health.mark_good(hash, now);
             } else {
                 self.move_aside(&hash)?;
@@ -211,6 +201,8 @@ impl BlobStore {
 
 #[cfg(test)]
 mod tests {
+
+    use std::io::Read;
 
     use super::*;
 
