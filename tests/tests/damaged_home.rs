@@ -1,5 +1,5 @@
 //! A damaged record never makes a home unusable: a record of bob's store is overwritten on disk;
-//! the CLI still lists and shows his commons (and says, once, what it set aside), his daemon
+//! the CLI still lists, logs and shows his commons (and says, once, what it set aside), his daemon
 //! starts, `node status` reports the record, and catch-up fetches a good copy from alice's node,
 //! after which both nodes agree again and bob's checkout is alice's.
 
@@ -50,18 +50,22 @@ fn a_damaged_record_is_set_aside_and_fetched_again_from_a_peer() {
 
     damage(&bob, &founding[0]);
 
-    // Without a daemon: the commons is still listed and shown, and the CLI says what it did.
+    // Without a daemon: the commons is still listed (its summary reads no patch), and the
+    // first command that reads the damaged record (the log shows every patch's message) sets
+    // it aside and says so.
     let listed = bob.run(["list"]);
     assert_eq!(listed.code, 0, "{}", listed.stderr);
     assert!(listed.stdout.contains("docs"), "{}", listed.stdout);
+    let log = bob.run(["log", &lib]);
+    assert_eq!(log.code, 0, "{}", log.stderr);
     assert!(
-        listed.stderr.contains(&founding[0]) && listed.stderr.contains("set aside"),
+        log.stderr.contains(&founding[0]) && log.stderr.contains("set aside"),
         "reported: {}",
-        listed.stderr
+        log.stderr
     );
     let shown = bob.json(["show", &lib]);
     assert_eq!(shown["name"], "docs");
-    let again = bob.run(["list"]);
+    let again = bob.run(["log", &lib]);
     assert!(
         !again.stderr.contains("set aside"),
         "reported once: {}",

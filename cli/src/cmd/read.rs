@@ -181,14 +181,20 @@ struct LogEntry {
     files: usize,
 }
 
-fn load_patch(backend: &dyn Backend, id: &RecordId) -> Result<Record> {
-    backend
-        .get(id)?
-        .filter(|r| r.as_patch().is_some())
-        .ok_or_else(|| {
-            CliError::error(format!("patch {id} is listed but not stored"))
-                .hint("the store may be damaged; re-import a bundle")
-        })
+/// A listed patch, or `None` if it is no longer stored: reading a damaged record sets it aside
+/// and re-indexes the store, so a listing read a moment before can name it.
+fn stored_patch(backend: &dyn Backend, id: &RecordId) -> Result<Option<Record>> {
+    Ok(backend.get(id)?.filter(|r| r.as_patch().is_some()))
+}
+
+/// Says how many listed patches were left out because they are no longer stored.
+fn note_missing(missing: usize) {
+    if missing > 0 {
+        crate::ctx::note(&format!(
+            "note: {missing} listed patch(es) are no longer stored (set aside as damaged) and are left out; \
+             start commonsd to fetch them again from a peer"
+        ));
+    }
 }
 
 /// `commons log ID`.
@@ -196,8 +202,12 @@ pub fn log(ctx: &Ctx, id: &str) -> Result<()> {
     let backend = ctx.backend()?;
     let s = resolve::lineage(backend, id)?;
     let mut entries = Vec::new();
+    let mut missing = 0;
     for (pid, outcome) in backend.history(&s.lineage)?.into_iter().rev() {
-        let r = load_patch(backend, &pid)?;
+        let Some(r) = stored_patch(backend, &pid)? else {
+            missing += 1;
+            continue;
+        };
         let Some(p) = r.as_patch() else { continue };
         entries.push(LogEntry {
             patch: pid,
@@ -209,6 +219,7 @@ pub fn log(ctx: &Ctx, id: &str) -> Result<()> {
             files: p.changes.len(),
         });
     }
+    note_missing(missing);
     ctx.emit(&entries, || {
         if entries.is_empty() {
             return format!(
@@ -252,8 +263,12 @@ pub fn patches(ctx: &Ctx, id: &str, status: Option<PatchStatus>) -> Result<()> {
     let backend = ctx.backend()?;
     let s = resolve::lineage(backend, id)?;
     let mut items = Vec::new();
+    let mut missing = 0;
     for (pid, st) in backend.patches(&s.lineage, status)? {
-        let r = load_patch(backend, &pid)?;
+        let Some(r) = stored_patch(backend, &pid)? else {
+            missing += 1;
+            continue;
+        };
         let Some(p) = r.as_patch() else { continue };
         items.push(PatchItem {
             patch: pid,
@@ -266,6 +281,7 @@ pub fn patches(ctx: &Ctx, id: &str, status: Option<PatchStatus>) -> Result<()> {
         });
     }
     items.sort_by_key(|i| (i.timestamp, i.patch));
+    note_missing(missing);
     ctx.emit(&items, || {
         if items.is_empty() {
             return format!(

@@ -97,8 +97,9 @@ pub fn open_db(store_dir: &Path, db_dir: &Path, counters: &Counters) -> Result<T
                     expected: SCHEMA_VERSION,
                 });
             }
-            if found < SCHEMA_VERSION {
-                // Version 1 is the first schema: there is nothing older to migrate from.
+            if found == 1 {
+                migrate_from_v1(&trees).map_err(|e| open_error(&path, e))?;
+            } else if found < SCHEMA_VERSION {
                 return Err(OpenError::Corrupt {
                     path,
                     reason: format!("unknown schema version {found}"),
@@ -149,6 +150,14 @@ pub fn open_db(store_dir: &Path, db_dir: &Path, counters: &Counters) -> Result<T
         // reads the derived trees.
         repair::reindex(&trees, counters).map_err(|e| corrupt_open(&path, e))?;
     }
+    // Trees of schema 1 are dropped once the migration's re-index is done (a migration killed
+    // after it finished but before this drops them at the next open).
+    let names = trees.db.tree_names();
+    for old in keys::V1_TREES {
+        if names.iter().any(|n| n.as_ref() == old.as_bytes()) {
+            trees.db.drop_tree(old).map_err(|e| open_error(&path, e))?;
+        }
+    }
     if !initialized.exists() {
         // Written only once the schema version is durable; a crash before this point leaves a
         // store that is simply initialised again.
@@ -158,6 +167,21 @@ pub fn open_db(store_dir: &Path, db_dir: &Path, counters: &Counters) -> Result<T
         })?;
     }
     Ok(trees)
+}
+
+/// Migrates a schema-1 store: schema 2 keeps each lineage's files, log and accumulator in shared
+/// trees (`ptree.rs`) instead of flat rows, and its fork point in `heads` and `excluded`. All of
+/// that is derived from the records, so the migration is a re-index: the new version and the
+/// re-index's first phase are written in one atomic batch and flushed, then the re-index runs
+/// (at open, below). Killed midway, the re-index resumes at the next open, like any other.
+fn migrate_from_v1(trees: &Trees) -> sled::Result<()> {
+    tracing::warn!(target: "commons_store", "migrating the store from schema 1 to 2 (a re-index of every record)");
+    let mut batch = sled::Batch::default();
+    batch.insert(keys::META_SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes());
+    batch.insert(keys::META_REINDEX_KEY, &[keys::REINDEX_MOVING]);
+    trees.tree(T::Meta).apply_batch(batch)?;
+    trees.db.flush()?;
+    Ok(())
 }
 
 /// Name of the file, beside `db/`, that says the store was initialised.
@@ -326,7 +350,7 @@ fn commit_put(
     ctx: Ctx<'_>,
     ids: Vec<RecordId>,
 ) -> Result<Vec<RecordId>, StoreError> {
-    let mut overlay = ctx.finish();
+    let mut overlay = ctx.finish()?;
     let count = counters.stored_records.load(Ordering::Relaxed) + ids.len() as u64;
     if !ids.is_empty() {
         overlay.insert(

@@ -13,7 +13,14 @@ use commons_core::{BlobHash, LineageId, PublicKey, RecordId, StateRoot, Verdict}
 
 /// The schema this build reads and writes. Bump it (and add a migration) whenever a layout below
 /// changes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Trees of schema 1 that schema 2 replaced (by `nodes`, `node_rc`, `heads`, `excluded`): dropped
+/// once a migration has re-indexed the store.
+pub const V1_TREES: [&str; 4] = ["files", "log", "accumulators", "fork_base"];
+
+/// Key in the `meta` tree of the next node id of the shared trees (u64 BE; absent: 1).
+pub const META_NEXT_NODE_KEY: &[u8] = b"next_node";
 
 /// The key of the schema version in the `meta` tree.
 pub const META_SCHEMA_KEY: &[u8] = b"schema_version";
@@ -49,20 +56,22 @@ pub enum T {
     Validations,
     /// patch id → generation (u64 BE), present exactly for complete patches.
     Generations,
-    /// lineage ‖ patch → status byte, for the patches listed in the lineage.
+    /// lineage ‖ patch → status byte, for the patches listed in the lineage as pending or
+    /// rejected (the "vote part", never shared; accepted and conflicted patches are the log's).
     Status,
-    /// lineage ‖ status byte ‖ patch → (): the status index.
+    /// lineage ‖ status byte ‖ patch → (): the index of [`T::Status`].
     ByStatus,
-    /// lineage ‖ path → blob hash: the canonical tree.
-    Files,
-    /// lineage ‖ generation BE ‖ patch → outcome byte: the application log.
-    Log,
-    /// lineage → accumulator (2048 bytes).
-    Accumulators,
-    /// lineage → summary ([`LineageMeta`]).
+    /// lineage → summary ([`LineageMeta`]), with the roots of the lineage's shared trees.
     Lineages,
-    /// fork lineage ‖ patch → (): the fork base of a fork whose base is complete.
-    ForkBase,
+    /// lineage ‖ patch → (): the heads of the lineage's accepted set (its fork point).
+    Heads,
+    /// lineage ‖ patch → (): ancestors of accepted patches that are not accepted (the rest of
+    /// its fork point).
+    Excluded,
+    /// node id BE → node ([`crate::ptree::Node`]): the shared trees of every lineage.
+    Nodes,
+    /// node id BE → count u32 BE, for nodes that more than one parent or lineage holds.
+    NodeRc,
     /// missing patch ‖ fork lineage → (): a fork whose base waits for that patch.
     BaseWaits,
     /// record id → reason length (u16 BE) ‖ reason (UTF-8) ‖ the bytes: stored records that no
@@ -92,11 +101,11 @@ impl T {
         T::Generations,
         T::Status,
         T::ByStatus,
-        T::Files,
-        T::Log,
-        T::Accumulators,
         T::Lineages,
-        T::ForkBase,
+        T::Heads,
+        T::Excluded,
+        T::Nodes,
+        T::NodeRc,
         T::BaseWaits,
         T::Damaged,
         T::Reindex,
@@ -127,11 +136,11 @@ impl T {
             T::Generations => "generations",
             T::Status => "status",
             T::ByStatus => "by_status",
-            T::Files => "files",
-            T::Log => "log",
-            T::Accumulators => "accumulators",
             T::Lineages => "lineages",
-            T::ForkBase => "fork_base",
+            T::Heads => "heads",
+            T::Excluded => "excluded",
+            T::Nodes => "nodes",
+            T::NodeRc => "node_rc",
             T::BaseWaits => "base_waits",
             T::Damaged => "damaged",
             T::Reindex => "reindex",
@@ -194,30 +203,21 @@ pub fn id_at(key: &[u8], at: usize) -> Option<[u8; 32]> {
     key.get(at..at + 32)?.try_into().ok()
 }
 
-/// `lineage ‖ generation BE ‖ patch`: a key of the log.
-pub fn log_key(lineage: &LineageId, key: &(u64, RecordId)) -> Vec<u8> {
-    let mut k = Vec::with_capacity(72);
-    k.extend_from_slice(lineage.as_bytes());
+/// `generation BE ‖ patch`: a key of a lineage's log (a shared tree).
+pub fn log_key(key: &(u64, RecordId)) -> Vec<u8> {
+    let mut k = Vec::with_capacity(40);
     k.extend_from_slice(&key.0.to_be_bytes());
     k.extend_from_slice(key.1.as_bytes());
     k
 }
 
-/// Reads a key made by [`log_key`], without its lineage.
+/// Reads a key made by [`log_key`].
 pub fn parse_log_key(k: &[u8]) -> Option<(u64, RecordId)> {
-    if k.len() != 72 {
+    if k.len() != 40 {
         return None;
     }
-    let generation = u64::from_be_bytes(k[32..40].try_into().ok()?);
-    Some((generation, RecordId(id_at(k, 40)?)))
-}
-
-/// `lineage ‖ path`: a key of the canonical tree.
-pub fn file_key(lineage: &LineageId, path: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(32 + path.len());
-    k.extend_from_slice(lineage.as_bytes());
-    k.extend_from_slice(path.as_bytes());
-    k
+    let generation = u64::from_be_bytes(k[..8].try_into().ok()?);
+    Some((generation, RecordId(id_at(k, 8)?)))
 }
 
 /// `lineage ‖ status ‖ patch`: a key of the status index.
@@ -326,11 +326,19 @@ pub struct LineageMeta {
     pub counts: [u64; 4],
     /// The state root.
     pub root: StateRoot,
+    /// Root of the shared tree of files: path → blob hash (0: empty).
+    pub files_root: u64,
+    /// Root of the shared log: generation BE ‖ patch → outcome byte (0: empty).
+    pub log_root: u64,
+    /// Root of the fork base, as a log (the log the fork started from; 0: not a fork, or no base).
+    pub base_root: u64,
+    /// The blob node holding the tree's accumulator (0: the empty tree's).
+    pub acc: u64,
 }
 
 /// Length of an encoded [`LineageMeta`].
-const META_LEN: usize = 1 + 8 + 1 + 32 + 1 + 8 + 32 + 32;
-const META_VERSION: u8 = 1;
+const META_LEN: usize = 1 + 8 + 1 + 32 + 1 + 8 + 32 + 32 + 32;
+const META_VERSION: u8 = 2;
 
 impl LineageMeta {
     /// A lineage whose charter just arrived: empty state.
@@ -342,11 +350,16 @@ impl LineageMeta {
             files: 0,
             counts: [0; 4],
             root: commons_core::tree::Accumulator::default().root(),
+            files_root: 0,
+            log_root: 0,
+            base_root: 0,
+            acc: 0,
         }
     }
 
     /// `version (1) ‖ created BE (8) ‖ has family (1) ‖ family (32) ‖ base complete (1) ‖
-    /// files BE (8) ‖ 4 × count BE (32) ‖ root (32)`.
+    /// files BE (8) ‖ 4 × count BE (32) ‖ root (32) ‖ files root ‖ log root ‖ base root ‖
+    /// accumulator node (4 × u64 BE)`.
     pub fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(META_LEN);
         v.push(META_VERSION);
@@ -359,6 +372,9 @@ impl LineageMeta {
             v.extend_from_slice(&c.to_be_bytes());
         }
         v.extend_from_slice(self.root.as_bytes());
+        for id in [self.files_root, self.log_root, self.base_root, self.acc] {
+            v.extend_from_slice(&id.to_be_bytes());
+        }
         v
     }
 
@@ -391,6 +407,10 @@ impl LineageMeta {
             files: u64_at(43)?,
             counts,
             root: StateRoot(id_at(v, 83)?),
+            files_root: u64_at(115)?,
+            log_root: u64_at(123)?,
+            base_root: u64_at(131)?,
+            acc: u64_at(139)?,
         })
     }
 
@@ -453,6 +473,10 @@ mod tests {
             files: 9,
             counts: [1, 2, 3, 4],
             root: StateRoot([5; 32]),
+            files_root: 6,
+            log_root: 7,
+            base_root: 8,
+            acc: 9,
         };
         assert_eq!(LineageMeta::decode(&m.encode()), Some(m.clone()));
         let none = LineageMeta { family: None, ..m };
@@ -465,9 +489,8 @@ mod tests {
 
     #[test]
     fn log_keys_sort_by_generation_then_id() {
-        let l = LineageId([1; 32]);
-        let a = log_key(&l, &(2, RecordId([0xff; 32])));
-        let b = log_key(&l, &(256, RecordId([0; 32])));
+        let a = log_key(&(2, RecordId([0xff; 32])));
+        let b = log_key(&(256, RecordId([0; 32])));
         assert!(a < b, "big-endian generations sort numerically");
         assert_eq!(parse_log_key(&b), Some((256, RecordId([0; 32]))));
         assert_eq!(parse_log_key(&b[1..]), None);

@@ -6,12 +6,15 @@
 
 pub mod blobs;
 mod db;
+mod fork;
+pub mod fsck;
 pub mod home;
 mod keys;
 mod lineage_backend;
 pub mod outboard;
 mod overlay;
 pub mod packs;
+mod ptree;
 mod query;
 pub mod repair;
 pub mod scrub;
@@ -444,6 +447,11 @@ impl Store {
     pub fn tree(&self, lineage: &LineageId) -> Result<BTreeMap<String, BlobHash>, StoreError> {
         let lineage = *lineage;
         self.read(move |ctx| query::tree(ctx, &lineage))
+    }
+
+    /// Checks the structure of the shared trees (counts, reachability): O(nodes).
+    pub fn check_trees(&self) -> Result<fsck::TreeCheck, StoreError> {
+        self.read(|ctx| fsck::check(ctx))
     }
 
     /// The state of a lineage computed from scratch from the family's records: the reference

@@ -225,6 +225,19 @@ where
     Ok(out)
 }
 
+/// The shared trees' nodes are read through the overlay: a batch sees its own pending writes.
+impl crate::ptree::NodeSource for Overlay<'_> {
+    fn node_bytes(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(T::Nodes, &id.to_be_bytes())
+    }
+    fn rc_bytes(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(T::NodeRc, &id.to_be_bytes())
+    }
+    fn next_id_bytes(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(T::Meta, crate::keys::META_NEXT_NODE_KEY)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,14 +247,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path()).open().unwrap();
         let trees = Trees::open(db).unwrap();
-        trees.tree(T::Files).insert(b"a1", b"disk").unwrap();
-        trees.tree(T::Files).insert(b"a3", b"disk").unwrap();
-        trees.tree(T::Files).insert(b"a5", b"disk").unwrap();
-        trees.tree(T::Files).insert(b"b1", b"disk").unwrap();
+        trees.tree(T::Heads).insert(b"a1", b"disk").unwrap();
+        trees.tree(T::Heads).insert(b"a3", b"disk").unwrap();
+        trees.tree(T::Heads).insert(b"a5", b"disk").unwrap();
+        trees.tree(T::Heads).insert(b"b1", b"disk").unwrap();
         let mut o = Overlay::new(&trees);
-        o.insert(T::Files, b"a2".to_vec(), b"new".to_vec());
-        o.remove(T::Files, b"a3".to_vec());
-        o.insert(T::Files, b"a5".to_vec(), b"new".to_vec());
+        o.insert(T::Heads, b"a2".to_vec(), b"new".to_vec());
+        o.remove(T::Heads, b"a3".to_vec());
+        o.insert(T::Heads, b"a5".to_vec(), b"new".to_vec());
         let keys = |v: Vec<Entry>| {
             v.into_iter()
                 .map(|(k, v)| {
@@ -254,22 +267,22 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(
-            keys(o.scan_prefix(T::Files, b"a").unwrap()),
+            keys(o.scan_prefix(T::Heads, b"a").unwrap()),
             ["a1=disk", "a2=new", "a5=new"]
         );
-        assert_eq!(keys(o.scan(T::Files, b"a2", b"a", 1).unwrap()), ["a2=new"]);
-        assert_eq!(o.get(T::Files, b"a3").unwrap(), None);
+        assert_eq!(keys(o.scan(T::Heads, b"a2", b"a", 1).unwrap()), ["a2=new"]);
+        assert_eq!(o.get(T::Heads, b"a3").unwrap(), None);
         // A key read as absent and written since can be forgotten without a tombstone.
-        assert_eq!(o.get(T::Files, b"c1").unwrap(), None);
-        assert!(o.known_absent_on_disk(T::Files, b"c1"));
-        assert!(!o.known_absent_on_disk(T::Files, b"a1"));
-        o.insert(T::Files, b"c1".to_vec(), b"new".to_vec());
-        o.forget(T::Files, b"c1");
-        assert_eq!(o.get(T::Files, b"c1").unwrap(), None);
+        assert_eq!(o.get(T::Heads, b"c1").unwrap(), None);
+        assert!(o.known_absent_on_disk(T::Heads, b"c1"));
+        assert!(!o.known_absent_on_disk(T::Heads, b"a1"));
+        o.insert(T::Heads, b"c1".to_vec(), b"new".to_vec());
+        o.forget(T::Heads, b"c1");
+        assert_eq!(o.get(T::Heads, b"c1").unwrap(), None);
         o.commit().unwrap();
         let after = Overlay::new(&trees);
         assert_eq!(
-            keys(after.scan_prefix(T::Files, b"").unwrap()),
+            keys(after.scan_prefix(T::Heads, b"").unwrap()),
             ["a1=disk", "a2=new", "a5=new", "b1=disk"]
         );
     }

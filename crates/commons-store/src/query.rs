@@ -2,9 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use commons_core::state::{LineageState, PatchStatus, fork_point};
+use commons_core::state::{LineageState, PatchStatus};
 use commons_core::tree::Outcome;
-use commons_core::{BlobHash, Kind, LineageId, Patch, Record, RecordId};
+use commons_core::{BlobHash, Kind, LineageId, Record, RecordId};
 
 use crate::keys::{self, T};
 use crate::state::{Ctx, corrupt};
@@ -41,8 +41,8 @@ pub fn ids_with_prefix(
     Ok(out)
 }
 
-/// The summary of a lineage. The fork point is computed here, from the log and the ancestors of
-/// the accepted patches (it is not kept incrementally).
+/// The summary of a lineage: its stored summary, its charter and its stored fork point (a few
+/// reads, whatever the history).
 pub fn summary(
     ctx: &mut Ctx<'_>,
     lineage: &LineageId,
@@ -56,21 +56,7 @@ pub fn summary(
     let Some(charter) = record.as_charter().cloned() else {
         return Err(corrupt(T::Lineages, format!("{lineage} is not a charter")));
     };
-    let accepted: BTreeSet<RecordId> = history(ctx, lineage)?
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    let mut patches: BTreeMap<RecordId, Patch> = BTreeMap::new();
-    let mut stack: Vec<RecordId> = accepted.iter().copied().collect();
-    while let Some(id) = stack.pop() {
-        if patches.contains_key(&id) {
-            continue;
-        }
-        if let Some(p) = ctx.patch(&id)? {
-            stack.extend(p.parents.iter().copied());
-            patches.insert(id, p);
-        }
-    }
+    let fork_point = ctx.fork_point(lineage)?;
     Ok(Some(LineageSummary {
         lineage: *lineage,
         charter,
@@ -80,7 +66,7 @@ pub fn summary(
         root: meta.root,
         counts: meta.count_map(),
         files: meta.files,
-        fork_point: fork_point(&accepted, |id| patches.get(id)),
+        fork_point,
     }))
 }
 
@@ -256,49 +242,64 @@ fn topological(patches: &BTreeMap<RecordId, Record>) -> Vec<Record> {
     out
 }
 
-/// Patches listed in a lineage with their status.
+/// Patches listed in a lineage with their status, by id: pending and rejected ones from the
+/// vote part, accepted and conflicted ones from the log.
 pub fn patches(
-    ctx: &Ctx<'_>,
+    ctx: &mut Ctx<'_>,
     lineage: &LineageId,
     status: Option<PatchStatus>,
 ) -> Result<Vec<(RecordId, PatchStatus)>, StoreError> {
+    let mut out = Vec::new();
+    let voted = |s: &PatchStatus| matches!(s, PatchStatus::Pending | PatchStatus::Rejected);
     match status {
-        Some(s) => {
+        Some(s) if voted(&s) => {
             let mut prefix = lineage.as_bytes().to_vec();
             prefix.push(keys::status_byte(s));
-            ctx.o
-                .scan_prefix(T::ByStatus, &prefix)?
-                .into_iter()
-                .map(|(k, _)| {
-                    keys::id_at(&k, 33)
-                        .map(|id| (RecordId(id), s))
-                        .ok_or_else(|| corrupt(T::ByStatus, "short key"))
-                })
-                .collect()
+            for (k, _) in ctx.o.scan_prefix(T::ByStatus, &prefix)? {
+                let id = keys::id_at(&k, 33).ok_or_else(|| corrupt(T::ByStatus, "short key"))?;
+                out.push((RecordId(id), s));
+            }
         }
-        None => ctx
-            .o
-            .scan_prefix(T::Status, lineage.as_bytes())?
-            .into_iter()
-            .map(|(k, v)| {
+        None => {
+            for (k, v) in ctx.o.scan_prefix(T::Status, lineage.as_bytes())? {
                 let id = keys::id_at(&k, 32).ok_or_else(|| corrupt(T::Status, "short key"))?;
                 let s = match v.as_slice() {
                     [b] => keys::status_from_byte(*b),
                     _ => None,
                 }
                 .ok_or_else(|| corrupt(T::Status, "bad status"))?;
-                Ok((RecordId(id), s))
-            })
-            .collect(),
+                out.push((RecordId(id), s));
+            }
+        }
+        Some(_) => {}
     }
+    if status.is_none_or(|s| !voted(&s)) {
+        for (id, o) in history(ctx, lineage)? {
+            let s = crate::state::status_of(o);
+            if status.is_none_or(|want| want == s) {
+                out.push((id, s));
+            }
+        }
+    }
+    out.sort_by_key(|(id, _)| *id);
+    Ok(out)
 }
 
 /// The log of a lineage, in order of application.
-pub fn history(ctx: &Ctx<'_>, lineage: &LineageId) -> Result<Vec<(RecordId, Outcome)>, StoreError> {
+pub fn history(
+    ctx: &mut Ctx<'_>,
+    lineage: &LineageId,
+) -> Result<Vec<(RecordId, Outcome)>, StoreError> {
+    let Some(meta) = ctx.meta(lineage)? else {
+        return Ok(vec![]);
+    };
     let mut out = Vec::new();
-    for (k, v) in ctx.o.scan_prefix(T::Log, lineage.as_bytes())? {
-        let (_, id) = keys::parse_log_key(&k).ok_or_else(|| corrupt(T::Log, "bad key"))?;
-        let o = keys::outcome_value(&v).ok_or_else(|| corrupt(T::Log, "bad outcome"))?;
+    for (k, v) in ctx
+        .nodes
+        .scan(&ctx.o, meta.log_root, b"", &|_| true, usize::MAX)?
+    {
+        let (_, id) = keys::parse_log_key(&k).ok_or_else(|| corrupt(T::Nodes, "bad log key"))?;
+        let o = keys::outcome_value(&v).ok_or_else(|| corrupt(T::Nodes, "bad outcome"))?;
         out.push((id, o));
     }
     Ok(out)
@@ -319,13 +320,20 @@ pub fn validations_of(ctx: &mut Ctx<'_>, patch: &RecordId) -> Result<Vec<Record>
 }
 
 /// The canonical tree of a lineage.
-pub fn tree(ctx: &Ctx<'_>, lineage: &LineageId) -> Result<BTreeMap<String, BlobHash>, StoreError> {
+pub fn tree(
+    ctx: &mut Ctx<'_>,
+    lineage: &LineageId,
+) -> Result<BTreeMap<String, BlobHash>, StoreError> {
+    let Some(meta) = ctx.meta(lineage)? else {
+        return Ok(BTreeMap::new());
+    };
     let mut out = BTreeMap::new();
-    for (k, v) in ctx.o.scan_prefix(T::Files, lineage.as_bytes())? {
-        // Every key of the scan starts with the 32-byte lineage prefix.
-        let path = String::from_utf8(k[32..].to_vec())
-            .map_err(|_| corrupt(T::Files, "path is not UTF-8"))?;
-        let blob = keys::blob_value(&v).ok_or_else(|| corrupt(T::Files, "bad blob hash"))?;
+    for (k, v) in ctx
+        .nodes
+        .scan(&ctx.o, meta.files_root, b"", &|_| true, usize::MAX)?
+    {
+        let path = String::from_utf8(k).map_err(|_| corrupt(T::Nodes, "path is not UTF-8"))?;
+        let blob = keys::blob_value(&v).ok_or_else(|| corrupt(T::Nodes, "bad blob hash"))?;
         out.insert(path, blob);
     }
     Ok(out)

@@ -228,7 +228,7 @@ fn ingest_again(trees: &Trees, counters: &Counters) -> Result<(u64, u64), StoreE
             // A record this pass stored a moment ago no longer decodes: the disk is failing.
             return Err(StoreError::CorruptRecord { id, reason });
         }
-        let mut overlay = ctx.finish();
+        let mut overlay = ctx.finish()?;
         for k in staged {
             overlay.remove(T::Reindex, k);
         }

@@ -27,6 +27,7 @@ use crate::StoreError;
 use crate::keys::{self, LineageMeta, T, VoteValue};
 use crate::lineage_backend::Backend;
 use crate::overlay::Overlay;
+use crate::ptree::Nodes;
 
 /// Work counters, for tests and benchmarks: they show how much history an update touched.
 #[derive(Debug, Default)]
@@ -68,9 +69,11 @@ pub struct Ctx<'a> {
     /// The pending writes.
     pub o: Overlay<'a>,
     pub(crate) counters: &'a Counters,
-    metas: BTreeMap<LineageId, LineageMeta>,
-    dirty_metas: BTreeSet<LineageId>,
-    accs: BTreeMap<LineageId, Accumulator>,
+    /// The batch's working set of shared-tree nodes (written into `o` by [`Ctx::finish`]).
+    pub(crate) nodes: Nodes,
+    pub(crate) metas: BTreeMap<LineageId, LineageMeta>,
+    pub(crate) dirty_metas: BTreeSet<LineageId>,
+    pub(crate) accs: BTreeMap<LineageId, Accumulator>,
     pub(crate) records: HashMap<RecordId, Record>,
     /// Stored records this context found that do not decode (id, reason): the caller then
     /// re-indexes the store without them (`repair.rs`).
@@ -83,6 +86,7 @@ impl<'a> Ctx<'a> {
         Self {
             o,
             counters,
+            nodes: Nodes::new(),
             metas: BTreeMap::new(),
             dirty_metas: BTreeSet::new(),
             accs: BTreeMap::new(),
@@ -224,8 +228,24 @@ impl<'a> Ctx<'a> {
             .collect()
     }
 
-    /// The stored status of a patch in a lineage.
+    /// The status of a patch in a lineage: its row in the vote part (pending, rejected), else
+    /// its outcome in the lineage's log (accepted, conflicted).
     pub fn status(
+        &mut self,
+        lineage: &LineageId,
+        patch: &RecordId,
+    ) -> Result<Option<PatchStatus>, StoreError> {
+        if let Some(s) = self.flat_status(lineage, patch)? {
+            return Ok(Some(s));
+        }
+        let Some(g) = self.generation(patch)? else {
+            return Ok(None);
+        };
+        Ok(self.logged(lineage, &(g, *patch))?.map(status_of))
+    }
+
+    /// The vote-part status of a patch (pending or rejected), if it has one.
+    fn flat_status(
         &self,
         lineage: &LineageId,
         patch: &RecordId,
@@ -234,12 +254,43 @@ impl<'a> Ctx<'a> {
         match self.o.get(T::Status, &key)? {
             None => Ok(None),
             Some(v) => match v.as_slice() {
-                [b] => keys::status_from_byte(*b)
+                [b @ (0 | 2)] => keys::status_from_byte(*b)
                     .map(Some)
                     .ok_or_else(|| corrupt(T::Status, format!("status byte {b}"))),
-                _ => Err(corrupt(T::Status, "status of the wrong length")),
+                _ => Err(corrupt(T::Status, "not a pending or rejected status")),
             },
         }
+    }
+
+    /// The outcome of `key` in the lineage's log, if it is there.
+    pub(crate) fn logged(
+        &mut self,
+        lineage: &LineageId,
+        key: &OrderKey,
+    ) -> Result<Option<Outcome>, StoreError> {
+        let Some(meta) = self.meta(lineage)? else {
+            return Ok(None);
+        };
+        match self
+            .nodes
+            .get(&self.o, meta.log_root, &keys::log_key(key))?
+        {
+            None => Ok(None),
+            Some(v) => keys::outcome_value(&v)
+                .map(Some)
+                .ok_or_else(|| corrupt(T::Nodes, "bad outcome in a log")),
+        }
+    }
+
+    /// Whether `key` is in the lineage's fork base.
+    fn in_base(&mut self, lineage: &LineageId, key: &OrderKey) -> Result<bool, StoreError> {
+        let Some(meta) = self.meta(lineage)? else {
+            return Ok(false);
+        };
+        Ok(self
+            .nodes
+            .get(&self.o, meta.base_root, &keys::log_key(key))?
+            .is_some())
     }
 
     // ----- loading a record set for the from-scratch computation -----
@@ -401,7 +452,7 @@ impl<'a> Ctx<'a> {
             }
         }
         for l in &joined {
-            self.rebuild(l)?;
+            self.start_lineage(l)?;
         }
         if meta.family.is_some() {
             // Patches proposed to the joined lineages now count in the family: refresh them where
@@ -549,10 +600,11 @@ impl<'a> Ctx<'a> {
         let (Some(charter), Some(p)) = (self.charter(lineage)?, self.patch(patch)?) else {
             return Ok(());
         };
-        let in_base = self.o.contains(
-            T::ForkBase,
-            &keys::pair(lineage.as_bytes(), patch.as_bytes()),
-        )?;
+        let key: Option<OrderKey> = self.generation(patch)?.map(|g| (g, *patch));
+        let in_base = match &key {
+            Some(k) => self.in_base(lineage, k)?,
+            None => false,
+        };
         let votes = self.votes(patch, lineage)?;
         let in_family = meta.family.is_some() && self.family_of(&p.lineage)? == meta.family;
         let counted = if in_base {
@@ -569,15 +621,22 @@ impl<'a> Ctx<'a> {
                 .any(|v| charter.maintainers.binary_search(&v.author).is_ok());
         let counted = counted.filter(|_| listed);
 
-        let key: Option<OrderKey> = self.generation(patch)?.map(|g| (g, *patch));
         let want = counted == Some(VoteResult::Accepted) && key.is_some();
         let logged = match &key {
-            Some(k) => self.o.get(T::Log, &keys::log_key(lineage, k))?,
+            Some(k) => self.logged(lineage, k)?,
             None => None,
         };
         let changed = match (want, &logged, key) {
-            (true, None, Some(k)) => incremental::accept(&mut self.backend(*lineage), k)?,
-            (false, Some(_), Some(k)) => incremental::unaccept(&mut self.backend(*lineage), k)?,
+            (true, None, Some(k)) => {
+                let changed = incremental::accept(&mut self.backend(*lineage)?, k)?;
+                self.fork_point_accepted(lineage, &k.1)?;
+                changed
+            }
+            (false, Some(_), Some(k)) => {
+                let changed = incremental::unaccept(&mut self.backend(*lineage)?, k)?;
+                self.fork_point_unaccepted(lineage, &k.1)?;
+                changed
+            }
             _ => vec![],
         };
         for (id, outcome) in &changed {
@@ -590,18 +649,16 @@ impl<'a> Ctx<'a> {
             Some(VoteResult::Accepted) if !want => Some(PatchStatus::Pending),
             Some(VoteResult::Accepted) => {
                 let k = key.ok_or_else(|| corrupt(T::Generations, "lost a generation"))?;
-                let v = self
-                    .o
-                    .get(T::Log, &keys::log_key(lineage, &k))?
-                    .ok_or_else(|| corrupt(T::Log, "accepted patch missing from the log"))?;
-                let o = keys::outcome_value(&v).ok_or_else(|| corrupt(T::Log, "bad outcome"))?;
+                let o = self
+                    .logged(lineage, &k)?
+                    .ok_or_else(|| corrupt(T::Nodes, "accepted patch missing from the log"))?;
                 Some(status_of(o))
             }
         };
         self.set_status(lineage, patch, status)
     }
 
-    fn backend(&mut self, lineage: LineageId) -> Backend<'_, 'a> {
+    fn backend(&mut self, lineage: LineageId) -> Result<Backend<'_, 'a>, StoreError> {
         Backend::new(self, lineage)
     }
 
@@ -611,7 +668,10 @@ impl<'a> Ctx<'a> {
         patch: &RecordId,
         new: Option<PatchStatus>,
     ) -> Result<(), StoreError> {
-        let old = self.status(lineage, patch)?;
+        // Only the vote part is kept here: an accepted or conflicted patch is its log entry,
+        // counted by the log's backend (`lineage_backend.rs`).
+        let new = new.filter(|s| matches!(s, PatchStatus::Pending | PatchStatus::Rejected));
+        let old = self.flat_status(lineage, patch)?;
         if old == new {
             return Ok(());
         }
@@ -650,85 +710,51 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
-    /// Recomputes the stored state of `lineage` from scratch and rewrites it. For the rare
-    /// events only: a charter arriving, a family becoming known, a fork base completing.
-    pub fn rebuild(&mut self, lineage: &LineageId) -> Result<(), StoreError> {
-        let Some(rs) = self.load_set(lineage)? else {
+    /// Writes the cached accumulator of `lineage` into its blob node and its root into the
+    /// summary.
+    pub(crate) fn flush_acc(&mut self, lineage: &LineageId) -> Result<(), StoreError> {
+        let Some(acc) = self.accs.remove(lineage) else {
             return Ok(());
         };
-        let Some(state) = rs.state(lineage) else {
-            return Ok(());
-        };
-        bump(&self.counters.rebuilds, 1);
-        tracing::info!(target: "commons_store::state", %lineage, patches = state.statuses.len(), "lineage state recomputed from scratch");
-        for t in [T::Status, T::ByStatus, T::Files, T::Log, T::ForkBase] {
-            for (k, _) in self.o.scan_prefix(t, lineage.as_bytes())? {
-                self.o.remove(t, k);
-            }
-        }
-        for (id, s) in &state.statuses {
-            self.o.insert(
-                T::Status,
-                keys::pair(lineage.as_bytes(), id.as_bytes()),
-                vec![keys::status_byte(*s)],
-            );
-            self.o
-                .insert(T::ByStatus, keys::by_status_key(lineage, *s, id), vec![]);
-        }
-        for (k, outcome) in &state.applied {
-            self.o
-                .insert(T::Log, keys::log_key(lineage, k), vec![outcome.to_byte()]);
-        }
-        for (path, blob) in &state.tree.files {
-            self.o.insert(
-                T::Files,
-                keys::file_key(lineage, path),
-                blob.as_bytes().to_vec(),
-            );
-        }
-        self.accs
-            .insert(*lineage, Accumulator::of_tree(&state.tree.files));
-        if let Some(fork) = &state.charter.fork {
-            match rs.fork_base(fork) {
-                Some(base) => {
-                    for id in base {
-                        self.o.insert(
-                            T::ForkBase,
-                            keys::pair(lineage.as_bytes(), id.as_bytes()),
-                            vec![],
-                        );
-                    }
-                }
-                None => {
-                    for missing in missing_from_base(&rs, &fork.heads) {
-                        self.o.insert(
-                            T::BaseWaits,
-                            keys::pair(missing.as_bytes(), lineage.as_bytes()),
-                            vec![],
-                        );
-                    }
-                }
-            }
-        }
-        let counts = state.counts();
-        let meta = self.meta_mut(lineage)?;
-        meta.base_complete = state.base_complete;
-        meta.files = state.tree.files.len() as u64;
-        for (i, s) in keys::STATUSES.iter().enumerate() {
-            meta.counts[i] = counts.get(s).copied().unwrap_or(0) as u64;
+        self.meta_mut(lineage)?;
+        let Ctx {
+            nodes, o, metas, ..
+        } = self;
+        if let Some(m) = metas.get_mut(lineage) {
+            nodes.set_blob(o, &mut m.acc, acc.to_bytes())?;
+            m.root = acc.root();
         }
         Ok(())
     }
 
-    /// Writes the cached accumulators and summaries into the overlay and returns it.
-    pub fn finish(mut self) -> Overlay<'a> {
-        for (lineage, acc) in &self.accs {
-            self.o
-                .insert(T::Accumulators, lineage.as_bytes().to_vec(), acc.to_bytes());
-            if let Some(m) = self.metas.get_mut(lineage) {
-                m.root = acc.root();
-                self.dirty_metas.insert(*lineage);
+    /// Writes the cached accumulators, the shared-tree nodes and the summaries into the
+    /// overlay and returns it.
+    pub fn finish(mut self) -> Result<Overlay<'a>, StoreError> {
+        let lineages: Vec<LineageId> = self.accs.keys().copied().collect();
+        for lineage in &lineages {
+            self.flush_acc(lineage)?;
+        }
+        let writes = std::mem::take(&mut self.nodes).finish();
+        for (id, bytes) in writes.nodes {
+            let key = id.to_be_bytes().to_vec();
+            match bytes {
+                Some(b) => self.o.insert(T::Nodes, key, b),
+                None => self.o.remove(T::Nodes, key),
             }
+        }
+        for (id, rc) in writes.rcs {
+            let key = id.to_be_bytes().to_vec();
+            match rc {
+                Some(rc) => self.o.insert(T::NodeRc, key, rc.to_be_bytes().to_vec()),
+                None => self.o.remove(T::NodeRc, key),
+            }
+        }
+        if let Some(next) = writes.next_id {
+            self.o.insert(
+                T::Meta,
+                keys::META_NEXT_NODE_KEY.to_vec(),
+                next.to_be_bytes().to_vec(),
+            );
         }
         for lineage in &self.dirty_metas {
             if let Some(m) = self.metas.get(lineage) {
@@ -736,7 +762,7 @@ impl<'a> Ctx<'a> {
                     .insert(T::Lineages, lineage.as_bytes().to_vec(), m.encode());
             }
         }
-        self.o
+        Ok(self.o)
     }
 
     /// The accumulator of a lineage (cached for the batch).
@@ -745,41 +771,23 @@ impl<'a> Ctx<'a> {
         lineage: &LineageId,
     ) -> Result<&mut Accumulator, StoreError> {
         if !self.accs.contains_key(lineage) {
-            let acc = match self.o.get(T::Accumulators, lineage.as_bytes())? {
+            let id = self.meta(lineage)?.map_or(0, |m| m.acc);
+            let acc = match self.nodes.blob(&self.o, id)? {
                 None => Accumulator::default(),
                 Some(v) => Accumulator::from_bytes(&v)
-                    .ok_or_else(|| corrupt(T::Accumulators, format!("accumulator of {lineage}")))?,
+                    .ok_or_else(|| corrupt(T::Nodes, format!("accumulator of {lineage}")))?,
             };
             self.accs.insert(*lineage, acc);
         }
         self.accs
             .get_mut(lineage)
-            .ok_or_else(|| corrupt(T::Accumulators, "accumulator vanished"))
+            .ok_or_else(|| corrupt(T::Nodes, "accumulator vanished"))
     }
 }
 
-fn status_of(o: Outcome) -> PatchStatus {
+pub(crate) fn status_of(o: Outcome) -> PatchStatus {
     match o {
         Outcome::Applied => PatchStatus::Accepted,
         Outcome::Conflicted => PatchStatus::Conflicted,
     }
-}
-
-/// The patches a fork base needs that are not in `rs`: the frontier of the walk from the heads.
-fn missing_from_base(rs: &RecordSet, heads: &[RecordId]) -> BTreeSet<RecordId> {
-    let mut missing = BTreeSet::new();
-    let mut seen = BTreeSet::new();
-    let mut stack = heads.to_vec();
-    while let Some(id) = stack.pop() {
-        if !seen.insert(id) {
-            continue;
-        }
-        match rs.patch(&id) {
-            Some(p) => stack.extend(p.parents.iter().copied()),
-            None => {
-                missing.insert(id);
-            }
-        }
-    }
-    missing
 }

@@ -267,7 +267,7 @@ fn a_familys_ids_are_listed_without_decoding_its_records() {
     assert_eq!(ids.len(), want);
 }
 
-/// A derived entry of the wrong layout (here a file entry whose blob hash is cut short) is not
+/// A derived entry of the wrong layout (here every node of the shared trees cut short) is not
 /// an error that sticks: the read that meets it re-indexes the store from its records and
 /// answers as before.
 #[test]
@@ -284,13 +284,12 @@ fn a_corrupt_index_entry_is_rebuilt_from_the_records() {
     };
     {
         let db = raw_sled(&dir.path().join("db"));
-        let files = db.open_tree("files").unwrap();
-        let (k, _) = files
-            .iter()
-            .next()
-            .expect("a file entry")
-            .expect("readable");
-        files.insert(k, &b"short"[..]).unwrap();
+        let nodes = db.open_tree("nodes").unwrap();
+        let ids: Vec<_> = nodes.iter().keys().map(|k| k.unwrap()).collect();
+        assert!(!ids.is_empty(), "the lineages' trees are nodes");
+        for k in ids {
+            nodes.insert(k, &b"\x01short"[..]).unwrap();
+        }
         db.flush().unwrap();
     }
     let store = Store::open(dir.path()).unwrap();
