@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use commons_core::reconcile::{Config, Message, Reconciler, SortedItems};
-use commons_core::{LineageId, RecordId};
+use commons_core::{LineageId, Record, RecordId};
+use commons_net::gossip::lineages_of;
 use commons_net::{Reconciled, SyncResponse};
 use commons_rpc::ReconcileStats;
 use commons_store::{Store, StoreError};
@@ -114,6 +115,46 @@ impl Reconciliation {
         self.touches.fetch_add(1, Ordering::AcqRel);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache.retain(|c| c.lineages.is_disjoint(lineages));
+    }
+
+    /// `records` were stored: their ids are added to the cached sets of the families they
+    /// name (a fork charter joins its parent's family), a merge in memory instead of reading
+    /// the family again from the store, where a build would hold up every other command.
+    pub fn stored(&self, records: &[Record]) {
+        if records.is_empty() {
+            return;
+        }
+        self.touches.fetch_add(1, Ordering::AcqRel);
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        for c in cache.iter_mut() {
+            let mut add = Vec::new();
+            // Charters first, parents before forks: a fork of a fork joins through its parent.
+            let mut charters: Vec<&Record> = records
+                .iter()
+                .filter(|r| r.as_charter().is_some())
+                .collect();
+            let mut grew = true;
+            while grew {
+                grew = false;
+                charters.retain(|r| {
+                    let joins = lineages_of(r).iter().any(|l| c.lineages.contains(l));
+                    if joins {
+                        c.lineages.insert(LineageId::from(r.id()));
+                        add.push(r.id());
+                        grew = true;
+                    }
+                    !joins
+                });
+            }
+            for r in records.iter().filter(|r| r.as_charter().is_none()) {
+                if lineages_of(r).iter().any(|l| c.lineages.contains(l)) {
+                    add.push(r.id());
+                }
+            }
+            if !add.is_empty() {
+                c.items = Arc::new(c.items.with(&add));
+            }
+        }
     }
 
     /// The store was re-indexed (records may have been set aside): every set is stale.
@@ -266,6 +307,63 @@ mod tests {
             after.len(),
             first.len() + 1,
             "the new record is in the new set"
+        );
+    }
+
+    #[test]
+    fn stored_records_are_merged_into_the_cached_set_without_a_rebuild() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("store")).expect("open");
+        let key = SecretKey::from_seed([5; 32]);
+        let charter = crate::testing::charter(&key);
+        let family = LineageId::from(charter.id());
+        store.put(vec![charter]).expect("put");
+        let r = Reconciliation::default();
+        r.items(&store, family).expect("items");
+        let fork = Record::sign(
+            &key,
+            3,
+            Body::Charter(commons_core::Charter {
+                name: "fork".into(),
+                summary: String::new(),
+                license: "MIT".into(),
+                maintainers: vec![key.public()],
+                threshold: 1,
+                fork: Some(commons_core::ForkBase {
+                    parent: family,
+                    heads: vec![],
+                    excluded: vec![],
+                }),
+            }),
+        )
+        .expect("sign");
+        let on_fork = Record::sign(
+            &key,
+            4,
+            Body::Patch(Patch {
+                lineage: LineageId::from(fork.id()),
+                parents: vec![],
+                changes: vec![commons_core::Change {
+                    path: "b".into(),
+                    before: None,
+                    after: Some(commons_core::BlobHash::of(b"b")),
+                }],
+                message: "p".into(),
+            }),
+        )
+        .expect("sign");
+        let other = crate::testing::charter(&SecretKey::from_seed([6; 32]));
+        // In one batch, the patch on the fork before the fork's charter.
+        let batch = vec![on_fork, other, fork];
+        store.put(batch.clone()).expect("put");
+        r.stored(&batch);
+        let merged = r.items(&store, family).expect("items");
+        assert_eq!(r.report().builds, 1, "no rebuild");
+        let rebuilt = SortedItems::new(store.family_ids(&family).expect("ids"));
+        assert_eq!(
+            merged.as_slice(),
+            rebuilt.as_slice(),
+            "the same set as a rebuild"
         );
     }
 }

@@ -287,12 +287,13 @@ impl Ctx {
             Ok((n, wanted)) => {
                 self.downloads.want(None, wanted);
                 if !n.is_empty() {
-                    self.reconcile.touched(
-                        &verified
-                            .iter()
-                            .flat_map(commons_net::gossip::lineages_of)
-                            .collect(),
-                    );
+                    let new: std::collections::BTreeSet<&RecordId> = n.iter().collect();
+                    let fresh: Vec<Record> = verified
+                        .iter()
+                        .filter(|r| new.contains(&r.id()))
+                        .cloned()
+                        .collect();
+                    self.reconcile.stored(&fresh);
                 }
                 n
             }

@@ -369,10 +369,7 @@ impl Ctx {
             .map(|r| LineageId::from(r.id()))
             .collect();
         let count = ready.len();
-        let touched: BTreeSet<LineageId> = ready
-            .iter()
-            .flat_map(commons_net::gossip::lineages_of)
-            .collect();
+        let kept = ready.clone();
         let eager = self.blobs.policy == crate::config::BlobPolicy::Eager;
         let store = self.store.clone();
         let stored = blocking(move || {
@@ -393,7 +390,12 @@ impl Ctx {
                 tracing::debug!(target: "commons_node::sync", records = count, new = new.len(), blobs_wanted = wanted.len(), "records stored");
                 report.new_records += new.len();
                 if !new.is_empty() {
-                    self.reconcile.touched(&touched);
+                    let fresh: BTreeSet<&RecordId> = new.iter().collect();
+                    let stored: Vec<Record> = kept
+                        .into_iter()
+                        .filter(|r| fresh.contains(&r.id()))
+                        .collect();
+                    self.reconcile.stored(&stored);
                 }
                 self.downloads.want(from, wanted);
             }

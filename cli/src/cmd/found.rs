@@ -290,28 +290,33 @@ fn fork_at(
         ))
         .hint("--at takes a patch of the commons being forked (see `commons log ID`)"));
     }
-    let mut accepted: BTreeSet<RecordId> = BTreeSet::new();
-    for status in [PatchStatus::Accepted, PatchStatus::Conflicted] {
-        accepted.extend(
-            backend
-                .patches(&parent.lineage, Some(status))?
-                .into_iter()
-                .map(|(id, _)| id),
-        );
-    }
-    if !accepted.contains(&record.id()) {
+    let accepted = |id: &RecordId| -> Result<bool> {
+        Ok(matches!(
+            backend.status(&parent.lineage, id)?,
+            Some(PatchStatus::Accepted | PatchStatus::Conflicted)
+        ))
+    };
+    if !accepted(&record.id())? {
         crate::ctx::note(&format!(
             "note: patch {} is not accepted in \"{}\"; the fork starts with it all the same",
             record.id().short(),
             parent.charter.name
         ));
     }
-    // Walk the ancestors iteratively.
+    // Walk the ancestors iteratively: the ones the parent did not accept are left out. Every
+    // ancestor of an accepted patch that is not accepted is one of the parent's exclusions, so
+    // when the parent has none the walk stops at accepted patches (a few steps back in a
+    // history, not all of it); otherwise it goes all the way down.
+    let stop_at_accepted = parent.fork_point.excluded.is_empty();
     let mut excluded = BTreeSet::new();
     let mut seen = BTreeSet::new();
     let mut stack: Vec<RecordId> = patch.parents.clone();
     while let Some(id) = stack.pop() {
         if !seen.insert(id) {
+            continue;
+        }
+        let is_accepted = accepted(&id)?;
+        if is_accepted && stop_at_accepted {
             continue;
         }
         let ancestor = backend.get(&id)?.ok_or_else(|| {
@@ -322,7 +327,7 @@ fn fork_at(
             ))
             .hint("import a complete bundle of the commons first")
         })?;
-        if !accepted.contains(&id) {
+        if !is_accepted {
             excluded.insert(id);
         }
         if let Some(p) = ancestor.as_patch() {

@@ -14,6 +14,7 @@
 pub mod blob_bench;
 pub mod catchup;
 pub mod daemon;
+pub mod fork_bench;
 pub mod hostile;
 pub mod procs;
 pub mod reconcile_bench;
@@ -268,7 +269,7 @@ pub fn run(scenario: Scenario, opts: &Opts) -> Vec<Row> {
         let result = match s {
             Scenario::Ingest => store::ingest(opts, &mut shared),
             Scenario::State => store::state(opts, &mut shared),
-            Scenario::Fork => store::fork(opts, &mut shared),
+            Scenario::Fork => fork_bench::fork(opts, &mut shared),
             Scenario::Memory => procs::memory(opts, &mut shared),
             Scenario::NetIngest => procs::net_ingest(opts),
             Scenario::Propagation => procs::propagation(opts),

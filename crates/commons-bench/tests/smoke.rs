@@ -1,6 +1,7 @@
-//! A quick run of the in-process scenarios with tiny sizes, so that CI exercises the code.
+//! A quick run of the store scenarios with tiny sizes (fork starts two `commonsd` and runs
+//! `commons fork`), so that CI exercises the code.
 
-use commons_bench::{Opts, Shared, store, table};
+use commons_bench::{Opts, Shared, fork_bench, store, table};
 
 #[test]
 fn in_process_scenarios_give_rows_with_finite_ratios() {
@@ -16,7 +17,7 @@ fn in_process_scenarios_give_rows_with_finite_ratios() {
     let mut shared = Shared::default();
     let mut rows = store::ingest(&opts, &mut shared).unwrap();
     rows.extend(store::state(&opts, &mut shared).unwrap());
-    rows.extend(store::fork(&opts, &mut shared).unwrap());
+    rows.extend(fork_bench::fork(&opts, &mut shared).unwrap());
     for scenario in ["ingest", "state", "fork"] {
         assert!(
             rows.iter()

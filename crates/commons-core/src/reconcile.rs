@@ -438,6 +438,44 @@ impl SortedItems {
         SortedItems { ids, prefix }
     }
 
+    /// The set with `new` ids added: a merge in O(n + k log k), hashing only the new ids (an
+    /// old id's accumulator is the difference of two prefix sums).
+    pub fn with(&self, new: &[RecordId]) -> SortedItems {
+        let mut add: Vec<RecordId> = new
+            .iter()
+            .filter(|id| self.ids.binary_search(id).is_err())
+            .copied()
+            .collect();
+        add.sort_unstable();
+        add.dedup();
+        if add.is_empty() {
+            return self.clone();
+        }
+        let n = self.ids.len() + add.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut prefix = Vec::with_capacity(n + 1);
+        let mut acc = Accumulator::default();
+        prefix.push(acc);
+        let (mut i, mut j) = (0, 0);
+        while i < self.ids.len() || j < add.len() {
+            let old = j >= add.len() || (i < self.ids.len() && self.ids[i] < add[j]);
+            let delta = if old {
+                let mut d = self.prefix[i + 1];
+                d.sub(&self.prefix[i]);
+                ids.push(self.ids[i]);
+                i += 1;
+                d
+            } else {
+                ids.push(add[j]);
+                j += 1;
+                Accumulator::of(&add[j - 1])
+            };
+            acc.add(&delta);
+            prefix.push(acc);
+        }
+        SortedItems { ids, prefix }
+    }
+
     /// Number of ids.
     pub fn len(&self) -> usize {
         self.ids.len()
@@ -787,6 +825,18 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adding_ids_to_a_set_equals_building_it_whole() {
+        let id = |i: u32| RecordId(*blake3::hash(&i.to_le_bytes()).as_bytes());
+        let old: Vec<RecordId> = (0..500).map(id).collect();
+        let new: Vec<RecordId> = (400..700).chain([3, 3]).map(id).collect();
+        let merged = SortedItems::new(old.clone()).with(&new);
+        let whole = SortedItems::new(old.into_iter().chain(new).collect());
+        assert_eq!(merged.ids, whole.ids);
+        assert_eq!(merged.prefix, whole.prefix);
+        assert_eq!(SortedItems::default().with(&[]).len(), 0);
+    }
 
     fn id(b: u8) -> RecordId {
         RecordId([b; 32])

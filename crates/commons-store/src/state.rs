@@ -370,15 +370,17 @@ impl<'a> Ctx<'a> {
         // Validations in history order (the generation of the patch they judge): accepting a
         // patch before later ones then appends to the log instead of undoing and replaying
         // what follows it. A catch-up delivers records in id order, which is random.
+        // Within a generation, by the patch's id: the log's own order, so that thousands of
+        // concurrent patches accepted in one batch each append too.
         let mut keyed = Vec::with_capacity(validations.len());
         for r in validations {
-            let generation = match r.body() {
-                commons_core::Body::Validation(v) => self.generation(&v.patch)?,
-                _ => None,
+            let (generation, patch) = match r.body() {
+                commons_core::Body::Validation(v) => (self.generation(&v.patch)?, v.patch),
+                _ => (None, RecordId([0; 32])),
             };
-            keyed.push((generation.unwrap_or(u64::MAX), r));
+            keyed.push(((generation.unwrap_or(u64::MAX), patch), r));
         }
-        keyed.sort_by_key(|(g, _)| *g);
+        keyed.sort_by_key(|(k, _)| *k);
         for (_, r) in keyed {
             self.ingest_one(r)?;
         }
