@@ -60,6 +60,10 @@ pub const MAX_GOSSIP_BATCHES: usize = 2;
 /// A partial blob download that nothing wrote to for this long is removed when the node starts
 /// (a download interrupted by a restart resumes long before).
 pub const STALE_PARTIAL_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+/// An outboard without its blob (a crash between the two renames of a write, a damaged blob
+/// moved aside) older than this is removed when the node starts; a write renames its outboard
+/// a moment before its blob, and nothing writes before the start anyway.
+pub const ORPHAN_OUTBOARD_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Peer sync requests served at once.
 pub const MAX_SERVE_TASKS: usize = 32;
 
@@ -91,11 +95,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     })?;
     // Before any download can start, so none is removed under it.
     let blobs_store = store.blobs().clone();
-    let cleaned =
-        tokio::task::spawn_blocking(move || blobs_store.remove_stale_partials(STALE_PARTIAL_AGE))
-            .await?;
+    let cleaned = tokio::task::spawn_blocking(move || {
+        blobs_store.remove_stale_partials(STALE_PARTIAL_AGE)?;
+        blobs_store.remove_orphan_outboards(ORPHAN_OUTBOARD_AGE)
+    })
+    .await?;
     if let Err(e) = cleaned {
-        tracing::warn!(target: "commons_node", error = %e, "cannot clean stale partial downloads");
+        tracing::warn!(target: "commons_node", error = %e, "cannot clean stale partial downloads and orphan outboards");
     }
     let socket = control::socket_path(home.root());
     let listener = control::bind(&socket)?;

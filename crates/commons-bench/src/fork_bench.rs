@@ -225,7 +225,10 @@ fn measure(opts: &Opts, built: Built, commons: &Path, commonsd: &Path) -> anyhow
 /// **fork**: the rows (module documentation).
 pub fn fork(opts: &Opts, shared: &mut Shared) -> anyhow::Result<Vec<Row>> {
     let commonsd = find_commonsd(opts.commonsd.as_deref())?;
-    let commons = commonsd.with_file_name("commons");
+    let commons = opts
+        .commons
+        .clone()
+        .unwrap_or_else(|| commonsd.with_file_name("commons"));
     ensure!(
         commons.exists(),
         "{} not found: build it with `cargo build --release -p commons-cli`",

@@ -123,6 +123,8 @@ pub struct Opts {
     pub seed: u64,
     /// The `commonsd` binary (default: next to this executable).
     pub commonsd: Option<PathBuf>,
+    /// The `commons` binary (default: next to `commonsd`).
+    pub commons: Option<PathBuf>,
     /// No progress lines.
     pub quiet: bool,
     /// Patches (and git commits) of the commons fetched in `catchup`.
@@ -147,6 +149,7 @@ impl Default for Opts {
             scale_nodes: 100,
             seed: 1,
             commonsd: None,
+            commons: None,
             quiet: false,
             catchup_patches: 10_000,
             catchup_mib: 200,

@@ -86,6 +86,7 @@ fn main() -> ExitCode {
         scale_nodes: a.scale_nodes,
         seed: a.seed,
         commonsd: a.commonsd,
+        commons: None,
         quiet: a.quiet,
         catchup_patches: a.catchup_patches,
         catchup_mib: a.catchup_mib,

@@ -1,7 +1,7 @@
-//! A quick run of the store scenarios with tiny sizes (fork starts two `commonsd` and runs
-//! `commons fork`), so that CI exercises the code.
+//! A quick run of the in-process scenarios with tiny sizes, so that CI exercises the code (the
+//! fork scenario, which starts daemons, runs in `tests/tests/bench_fork.rs`).
 
-use commons_bench::{Opts, Shared, fork_bench, store, table};
+use commons_bench::{Opts, Shared, store, table};
 
 #[test]
 fn in_process_scenarios_give_rows_with_finite_ratios() {
@@ -17,8 +17,7 @@ fn in_process_scenarios_give_rows_with_finite_ratios() {
     let mut shared = Shared::default();
     let mut rows = store::ingest(&opts, &mut shared).unwrap();
     rows.extend(store::state(&opts, &mut shared).unwrap());
-    rows.extend(fork_bench::fork(&opts, &mut shared).unwrap());
-    for scenario in ["ingest", "state", "fork"] {
+    for scenario in ["ingest", "state"] {
         assert!(
             rows.iter()
                 .any(|r| r.scenario == scenario && r.pass.is_some()),

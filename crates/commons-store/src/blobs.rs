@@ -376,6 +376,42 @@ impl BlobStore {
         Ok(freed)
     }
 
+    /// Removes outboards whose blob is not here (a crash between the outboard's rename and the
+    /// blob's, a damaged blob moved aside) and that nothing wrote for `max_age`: a write renames
+    /// its outboard a moment before its blob, so a fresh one is left alone. Returns the bytes
+    /// freed. Lists every shard: for the daemon's start.
+    pub fn remove_orphan_outboards(&self, max_age: std::time::Duration) -> io::Result<u64> {
+        let now = std::time::SystemTime::now();
+        let mut freed = 0;
+        for shard in fs::read_dir(&self.dir)? {
+            let shard = shard?;
+            let is_shard = shard.file_name().len() == 2 && shard.file_type()?.is_dir();
+            if !is_shard {
+                continue;
+            }
+            for entry in fs::read_dir(shard.path())? {
+                let path = entry?.path();
+                if path.extension().and_then(|e| e.to_str()) != Some(OUTBOARD_EXT)
+                    || path.with_extension("").exists()
+                {
+                    continue;
+                }
+                let meta = fs::metadata(&path)?;
+                let age = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .unwrap_or_default();
+                if age > max_age {
+                    fs::remove_file(&path)?;
+                    freed += meta.len();
+                    tracing::info!(target: "commons_store::blobs", file = %path.display(), "outboard without its blob removed");
+                }
+            }
+        }
+        Ok(freed)
+    }
+
     /// Moves a completed download into the store: its data file (every group verified by the
     /// caller) and its outboard, each fsynced, renamed, and the directories fsynced.
     pub fn adopt_partial(&self, hash: &BlobHash) -> io::Result<()> {
@@ -539,6 +575,41 @@ mod tests {
         assert_eq!(freed, 14);
         assert!(!old_data.exists() && !old_outboard.exists());
         assert!(new_data.exists(), "a recent download is kept for resuming");
+    }
+
+    #[test]
+    fn outboards_without_their_blob_are_removed_once_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let kept = store.put_bytes(&[7u8; 100_000]).unwrap();
+        let orphan = store.outboard_path(&BlobHash([3; 32]));
+        let fresh = store.outboard_path(&BlobHash([4; 32]));
+        for p in [&orphan, &fresh] {
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, b"outboard").unwrap();
+        }
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for p in [&orphan, &store.outboard_path(&kept)] {
+            File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
+        let freed = store
+            .remove_orphan_outboards(std::time::Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(freed, 8);
+        assert!(!orphan.exists(), "an old outboard without its blob is gone");
+        assert!(
+            fresh.exists(),
+            "a fresh one may belong to a write in progress"
+        );
+        assert!(
+            store.outboard_path(&kept).exists(),
+            "a blob's own outboard stays"
+        );
     }
 
     /// Produces `len` deterministic pseudo-random bytes without holding them.
