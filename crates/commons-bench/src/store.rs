@@ -224,10 +224,19 @@ pub fn state(opts: &Opts, shared: &mut Shared) -> anyhow::Result<Vec<Row>> {
     let from_scratch_store = started.elapsed().as_secs_f64() * 1e3;
     // A summary read (what `show`, `status`, `propose`, `validate` and `fork` do first, and the
     // node after every ingested record, through `followed_families`).
+    // Right after the from-scratch load above, sled's cache holds other pages: the first read
+    // is a cold one. The median of 21 is reported, the first and the slowest in the note.
     let decoded_before = built.store.stats().records_decoded;
-    let started = Instant::now();
-    built.store.lineage(&lineage)?.context("no summary")?;
-    let summary_ms = started.elapsed().as_secs_f64() * 1e3;
+    let mut reads = Vec::with_capacity(21);
+    for _ in 0..21 {
+        let started = Instant::now();
+        built.store.lineage(&lineage)?.context("no summary")?;
+        reads.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let first_read = reads[0];
+    reads.sort_by(f64::total_cmp);
+    let summary_ms = crate::percentile(&reads, 50.0);
+    let slowest_read = reads[reads.len() - 1];
     let summary_decoded = built.store.stats().records_decoded - decoded_before;
     opts.progress(format!(
         "state: accept {median:.2} ms, from scratch {from_scratch_mem:.0} ms (memory), {from_scratch_store:.0} ms (store)"
@@ -255,10 +264,10 @@ pub fn state(opts: &Opts, shared: &mut Shared) -> anyhow::Result<Vec<Row>> {
         )),
         Row::info("state", "Store::state_from_scratch (loads and decodes the records; signatures are not verified again)", from_scratch_store, "ms")
             .against("RecordSet::state from scratch, in memory", from_scratch_mem, "ms"),
-        Row::info("state", "Store::lineage (one summary read)", summary_ms, "ms")
+        Row::info("state", "Store::lineage (one summary read, median of 21)", summary_ms, "ms")
             .against("accept 1 patch", median, "ms")
             .target("≤ 5 ms", summary_ms <= 5.0)
-            .note(format!("records decoded by the read: {summary_decoded} (the fork point is kept, not computed)")),
+            .note(format!("records decoded by the 21 reads: {summary_decoded} (the fork point is kept, not computed); first read {first_read:.2} ms (cold), slowest {slowest_read:.2} ms")),
         Row::info("state", format!("build: {} records stored in batches of {BUILD_BATCH}", built.history.records.len()), built.history.records.len() as f64 / built.build_time.as_secs_f64(), "rec/s"),
     ];
     let mut rows = rows;
