@@ -252,6 +252,25 @@ mod tests {
         assert_eq!(r.report().builds, 1);
     }
 
+    /// A patch of `lineage` adding `path`.
+    fn patch(key: &SecretKey, ts: u64, lineage: LineageId, path: &str) -> Record {
+        Record::sign(
+            key,
+            ts,
+            Body::Patch(Patch {
+                lineage,
+                parents: vec![],
+                changes: vec![commons_core::Change {
+                    path: path.into(),
+                    before: None,
+                    after: Some(commons_core::BlobHash::of(path.as_bytes())),
+                }],
+                message: "p".into(),
+            }),
+        )
+        .expect("sign")
+    }
+
     #[test]
     fn the_item_set_is_reused_until_a_record_of_its_family_is_stored() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -269,21 +288,7 @@ mod tests {
             "no put in between: the cached set"
         );
 
-        let patch = Record::sign(
-            &key,
-            2,
-            Body::Patch(Patch {
-                lineage: family,
-                parents: vec![],
-                changes: vec![commons_core::Change {
-                    path: "a".into(),
-                    before: None,
-                    after: Some(commons_core::BlobHash::of(b"a")),
-                }],
-                message: "p".into(),
-            }),
-        )
-        .expect("sign");
+        let patch = patch(&key, 2, family, "a");
         // A record of another family changes nothing here.
         let other = crate::testing::charter(&SecretKey::from_seed([6; 32]));
         store.put(vec![other.clone()]).expect("put");
@@ -337,21 +342,7 @@ mod tests {
             }),
         )
         .expect("sign");
-        let on_fork = Record::sign(
-            &key,
-            4,
-            Body::Patch(Patch {
-                lineage: LineageId::from(fork.id()),
-                parents: vec![],
-                changes: vec![commons_core::Change {
-                    path: "b".into(),
-                    before: None,
-                    after: Some(commons_core::BlobHash::of(b"b")),
-                }],
-                message: "p".into(),
-            }),
-        )
-        .expect("sign");
+        let on_fork = patch(&key, 4, LineageId::from(fork.id()), "b");
         let other = crate::testing::charter(&SecretKey::from_seed([6; 32]));
         // In one batch, the patch on the fork before the fork's charter.
         let batch = vec![on_fork, other, fork];

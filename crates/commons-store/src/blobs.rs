@@ -545,6 +545,19 @@ fn random_suffix() -> io::Result<String> {
 mod tests {
     use super::*;
 
+    /// Sets the files' modification time an hour back.
+    fn make_old(paths: &[&Path]) {
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for p in paths {
+            File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
+    }
+
     #[test]
     fn stale_partial_downloads_are_removed_and_fresh_ones_kept() {
         let dir = tempfile::tempdir().unwrap();
@@ -560,15 +573,7 @@ mod tests {
         for p in [&old_data, &old_outboard, &new_data] {
             fs::write(p, b"partial").unwrap();
         }
-        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-        for p in [&old_data, &old_outboard] {
-            File::options()
-                .write(true)
-                .open(p)
-                .unwrap()
-                .set_modified(long_ago)
-                .unwrap();
-        }
+        make_old(&[&old_data, &old_outboard]);
         let freed = store
             .remove_stale_partials(std::time::Duration::from_secs(60))
             .unwrap();
@@ -588,15 +593,7 @@ mod tests {
             fs::create_dir_all(p.parent().unwrap()).unwrap();
             fs::write(p, b"outboard").unwrap();
         }
-        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-        for p in [&orphan, &store.outboard_path(&kept)] {
-            File::options()
-                .write(true)
-                .open(p)
-                .unwrap()
-                .set_modified(long_ago)
-                .unwrap();
-        }
+        make_old(&[&orphan, &store.outboard_path(&kept)]);
         let freed = store
             .remove_orphan_outboards(std::time::Duration::from_secs(60))
             .unwrap();

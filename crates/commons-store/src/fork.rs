@@ -93,6 +93,10 @@ impl Ctx<'_> {
         let parent = self
             .meta(&fork.parent)?
             .ok_or_else(|| corrupt(T::Lineages, "the parent's summary vanished"))?;
+        // Whatever the lineage held before (it may have been computed earlier in this batch,
+        // before its family was known) is dropped: its trees, and its cached accumulator, which
+        // would otherwise be written over the shared one at the end of the batch.
+        self.clear_lineage(lineage)?;
         for root in [
             parent.files_root,
             parent.log_root,

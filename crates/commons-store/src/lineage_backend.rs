@@ -12,6 +12,8 @@ use commons_core::{BlobHash, LineageId, Patch, RecordId};
 
 use crate::StoreError;
 use crate::keys::{self, LineageMeta, T};
+use crate::overlay::Overlay;
+use crate::ptree::Nodes;
 use crate::state::{Ctx, bump, corrupt, status_of};
 
 /// The incremental engine's view of one lineage's stored state.
@@ -33,6 +35,18 @@ impl<'c, 'a> Backend<'c, 'a> {
             .metas
             .get(&self.lineage)
             .ok_or_else(|| corrupt(T::Lineages, "summary vanished"))
+    }
+
+    /// The batch's nodes, the overlay they read through, and this lineage's summary (whose
+    /// roots a write moves), borrowed apart.
+    fn parts(&mut self) -> Result<(&mut Nodes, &Overlay<'a>, &mut LineageMeta), StoreError> {
+        let Ctx {
+            nodes, o, metas, ..
+        } = &mut *self.ctx;
+        let meta = metas
+            .get_mut(&self.lineage)
+            .ok_or_else(|| corrupt(T::Lineages, "summary vanished"))?;
+        Ok((nodes, o, meta))
     }
 
     /// Counts a log entry's outcome leaving (`-1`) or entering (`+1`) the summary.
@@ -79,12 +93,7 @@ impl TreeRead for Backend<'_, '_> {
 
 impl StateBackend for Backend<'_, '_> {
     fn set(&mut self, path: &str, blob: Option<BlobHash>) -> Result<(), StoreError> {
-        let Ctx {
-            nodes, o, metas, ..
-        } = &mut *self.ctx;
-        let meta = metas
-            .get_mut(&self.lineage)
-            .ok_or_else(|| corrupt(T::Lineages, "summary vanished"))?;
+        let (nodes, o, meta) = self.parts()?;
         let old = match blob {
             Some(h) => nodes.insert(
                 o,
@@ -136,12 +145,7 @@ impl StateBackend for Backend<'_, '_> {
     }
 
     fn log_put(&mut self, key: &OrderKey, new: Outcome) -> Result<(), StoreError> {
-        let Ctx {
-            nodes, o, metas, ..
-        } = &mut *self.ctx;
-        let meta = metas
-            .get_mut(&self.lineage)
-            .ok_or_else(|| corrupt(T::Lineages, "summary vanished"))?;
+        let (nodes, o, meta) = self.parts()?;
         let old = nodes.insert(
             o,
             &mut meta.log_root,
@@ -156,12 +160,7 @@ impl StateBackend for Backend<'_, '_> {
     }
 
     fn log_remove(&mut self, key: &OrderKey) -> Result<(), StoreError> {
-        let Ctx {
-            nodes, o, metas, ..
-        } = &mut *self.ctx;
-        let meta = metas
-            .get_mut(&self.lineage)
-            .ok_or_else(|| corrupt(T::Lineages, "summary vanished"))?;
+        let (nodes, o, meta) = self.parts()?;
         if let Some(old) = nodes.remove(o, &mut meta.log_root, &keys::log_key(key))? {
             Self::count(meta, outcome(&old)?, false);
         }

@@ -301,6 +301,28 @@ impl Nodes {
         }
     }
 
+    /// For a write walking down: the index and id of the child of node `id` whose range holds
+    /// `key`, or `None` if `id` is a leaf.
+    fn child_for(
+        &self,
+        src: &dyn NodeSource,
+        id: u64,
+        key: &[u8],
+        depth: usize,
+    ) -> Result<Option<(usize, u64)>, StoreError> {
+        if depth >= MAX_DEPTH {
+            return Err(bad(id, "tree too deep"));
+        }
+        match self.node(src, id)?.as_ref() {
+            Node::Inner(ch) => {
+                let i = child_index(ch, key);
+                Ok(Some((i, ch[i].1)))
+            }
+            Node::Leaf(_) => Ok(None),
+            Node::Blob(_) => Err(bad(id, "a blob inside a tree")),
+        }
+    }
+
     /// Sets `key` to `value` in the tree at `root` (which may change). Returns the old value.
     pub fn insert(
         &mut self,
@@ -329,17 +351,7 @@ impl Nodes {
         value: Vec<u8>,
         depth: usize,
     ) -> Result<(Option<Vec<u8>>, Split), StoreError> {
-        if depth >= MAX_DEPTH {
-            return Err(bad(id, "tree too deep"));
-        }
-        let child = match self.node(src, id)?.as_ref() {
-            Node::Inner(ch) => {
-                let i = child_index(ch, key);
-                Some((i, ch[i].1))
-            }
-            Node::Leaf(_) => None,
-            Node::Blob(_) => return Err(bad(id, "a blob inside a tree")),
-        };
+        let child = self.child_for(src, id, key, depth)?;
         let old = match child {
             None => {
                 let Node::Leaf(e) = self.node_mut(src, id)? else {
@@ -445,17 +457,7 @@ impl Nodes {
         key: &[u8],
         depth: usize,
     ) -> Result<(Option<Vec<u8>>, bool), StoreError> {
-        if depth >= MAX_DEPTH {
-            return Err(bad(id, "tree too deep"));
-        }
-        let child = match self.node(src, id)?.as_ref() {
-            Node::Inner(ch) => {
-                let i = child_index(ch, key);
-                Some((i, ch[i].1))
-            }
-            Node::Leaf(_) => None,
-            Node::Blob(_) => return Err(bad(id, "a blob inside a tree")),
-        };
+        let child = self.child_for(src, id, key, depth)?;
         match child {
             None => {
                 let Node::Leaf(e) = self.node_mut(src, id)? else {

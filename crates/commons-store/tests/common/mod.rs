@@ -213,6 +213,13 @@ pub fn assert_all_lineages(store: &Store, all: &[Record], context: &str) {
             &format!("{context} (full set)"),
         );
     }
+    // The shared trees hold no leaked or missing node.
+    let check = store.check_trees().unwrap();
+    assert!(
+        check.problems.is_empty(),
+        "{context}: shared trees: {:?}",
+        check.problems
+    );
 }
 
 /// Opens the database under a store with sled directly. sled releases its lock a moment after
