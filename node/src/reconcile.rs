@@ -176,15 +176,9 @@ impl Reconciliation {
         let Ok(items) = self.items(store, family) else {
             return SyncResponse::NotFound;
         };
-        let ids = items.as_slice();
-        let start = match after {
-            Some(a) => ids.partition_point(|id| *id <= a),
-            None => 0,
-        };
         let limit = limit.min(commons_net::wire::MAX_LIST_IDS) as usize;
-        let page: Vec<RecordId> = ids[start..].iter().take(limit).copied().collect();
-        let more = start + page.len() < ids.len();
-        SyncResponse::Ids { ids: page, more }
+        let (ids, more) = items.page(after, limit);
+        SyncResponse::Ids { ids, more }
     }
 
     /// Answers one round of a peer's session (the wire codec has checked the message's caps
@@ -351,10 +345,6 @@ mod tests {
         let merged = r.items(&store, family).expect("items");
         assert_eq!(r.report().builds, 1, "no rebuild");
         let rebuilt = SortedItems::new(store.family_ids(&family).expect("ids"));
-        assert_eq!(
-            merged.as_slice(),
-            rebuilt.as_slice(),
-            "the same set as a rebuild"
-        );
+        assert_eq!(*merged, rebuilt, "the same set as a rebuild");
     }
 }

@@ -100,19 +100,18 @@ fn session(a: &SortedItems, b: &SortedItems, initiator: Config) -> anyhow::Resul
 fn id_list_bytes(b: &SortedItems) -> anyhow::Result<usize> {
     let mut bytes = 0;
     let mut after = None;
-    let pages = b.as_slice().chunks(MAX_LIST_IDS as usize);
-    let count = pages.len().max(1);
-    for (i, page) in b.as_slice().chunks(MAX_LIST_IDS as usize).enumerate() {
+    loop {
+        let (ids, more) = b.page(after, MAX_LIST_IDS as usize);
         bytes += request_bytes(&SyncRequest::ListIds {
             family: FAMILY,
             after,
             limit: MAX_LIST_IDS,
         })?;
-        bytes += response_bytes(&SyncResponse::Ids {
-            ids: page.to_vec(),
-            more: i + 1 < count,
-        })?;
-        after = page.last().copied();
+        after = ids.last().copied();
+        bytes += response_bytes(&SyncResponse::Ids { ids, more })?;
+        if !more {
+            break;
+        }
     }
     Ok(bytes)
 }

@@ -2,16 +2,64 @@
 
 use super::*;
 
+/// Every query on a set built by additions (through the delta, and past its merge into the
+/// base) answers as on the same set built whole.
 #[test]
 fn adding_ids_to_a_set_equals_building_it_whole() {
     let id = |i: u32| RecordId(*blake3::hash(&i.to_le_bytes()).as_bytes());
-    let old: Vec<RecordId> = (0..500).map(id).collect();
-    let new: Vec<RecordId> = (400..700).chain([3, 3]).map(id).collect();
-    let merged = SortedItems::new(old.clone()).with(&new);
-    let whole = SortedItems::new(old.into_iter().chain(new).collect());
-    assert_eq!(merged.ids, whole.ids);
-    assert_eq!(merged.prefix, whole.prefix);
+    let mut all: Vec<RecordId> = (0..500).map(id).collect();
+    let mut set = SortedItems::new(all.clone());
     assert_eq!(SortedItems::default().with(&[]).len(), 0);
+    let mut next = 500u32;
+    // Steps of various sizes, duplicates and known ids included: the delta fills, merges, and
+    // fills again.
+    for step in [1u32, 3, 300, 1, 2000, 2500, 7, 900, 1] {
+        let mut new: Vec<RecordId> = (next..next + step).map(id).collect();
+        new.extend([id(3), id(next)]);
+        next += step;
+        all.extend(new.iter().copied());
+        set = set.with(&new);
+        let whole = SortedItems::new(all.clone());
+        assert_eq!(set, whole);
+        assert_eq!(set.len(), whole.len());
+        let sorted = whole.page(None, usize::MAX).0;
+        let spans = [
+            Span::ALL,
+            Span {
+                lower: sorted[17],
+                upper: Bound::Id(sorted[sorted.len() / 2]),
+            },
+            Span {
+                lower: sorted[sorted.len() / 3],
+                upper: Bound::End,
+            },
+            Span {
+                lower: id(1),
+                upper: Bound::Id(id(2)),
+            },
+        ];
+        for span in spans {
+            assert_eq!(set.count(&span), whole.count(&span));
+            assert_eq!(set.fingerprint(&span), whole.fingerprint(&span));
+            assert_eq!(set.ids(&span, 50), whole.ids(&span, 50));
+            let c = whole.count(&span);
+            for n in [0, 1, c / 3, c / 2, c.saturating_sub(1), c, c + 5] {
+                assert_eq!(set.nth(&span, n), whole.nth(&span, n), "nth {n} of {c}");
+            }
+        }
+        for after in [
+            None,
+            Some(sorted[0]),
+            Some(sorted[sorted.len() - 2]),
+            Some(id(u32::MAX)),
+        ] {
+            for limit in [0, 1, 10, usize::MAX] {
+                assert_eq!(set.page(after, limit), whole.page(after, limit));
+            }
+        }
+        assert!(set.contains(&id(next - 1)) && !set.contains(&id(next + 1)));
+    }
+    assert!(next as usize > 500 + super::items::DELTA_MAX);
 }
 
 fn id(b: u8) -> RecordId {
