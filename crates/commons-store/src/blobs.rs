@@ -524,6 +524,26 @@ impl BlobStore {
         }
     }
 
+    /// Removes a loose blob and its outboard; returns the bytes they held, or `None` if the
+    /// blob is not loose here (absent, or packed). For `Store::forget_family`, which checks that
+    /// no stored record names it.
+    pub fn remove_loose(&self, hash: &BlobHash) -> io::Result<Option<u64>> {
+        let path = self.path_of(hash);
+        let len = match fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        fs::remove_file(&path)?;
+        let outboard = self.outboard_path(hash);
+        let ob = fs::metadata(&outboard).map_or(0, |m| m.len());
+        match fs::remove_file(&outboard) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        Ok(Some(len + ob))
+    }
+
     /// Where a loose blob's file is (whether or not it exists).
     pub fn path_of(&self, hash: &BlobHash) -> PathBuf {
         let hex = hash.to_hex();

@@ -6,6 +6,7 @@
 
 pub mod blobs;
 mod db;
+mod forget;
 mod fork;
 pub mod fsck;
 pub mod home;
@@ -33,6 +34,7 @@ use commons_core::{BlobHash, Charter, LineageId, Record, RecordId, StateRoot};
 
 pub use blobs::{BlobReader, BlobStore, OutboardReader};
 pub use db::{COMMAND_QUEUE, FLUSH_EVERY_MS};
+pub use forget::Forgotten;
 pub use keys::SCHEMA_VERSION;
 pub use repair::DamagedRecord;
 
@@ -474,6 +476,14 @@ impl Store {
     /// not decode (what the store does by itself when a read comes upon one).
     pub fn reindex(&self) -> Result<(), StoreError> {
         self.read(|ctx| repair::reindex(ctx.o.trees(), ctx.counters()))
+    }
+
+    /// Forgets a family of commons: removes the records of its lineages and re-indexes what
+    /// remains, then removes the loose blobs no remaining patch names (see `forget.rs`). O(the
+    /// store): a re-index. Crash-safe: a kill midway finishes at the next open.
+    pub fn forget_family(&self, family: &LineageId) -> Result<Forgotten, StoreError> {
+        let (blobs, family) = (self.inner.blobs.clone(), *family);
+        self.read(move |ctx| forget::forget_family(ctx.o.trees(), ctx.counters(), &blobs, &family))
     }
 
     /// Lists blobs to download (those that patches about to be stored create and that are not
