@@ -172,6 +172,20 @@ A full 64-digit id may name a commons this home has not seen yet. Needs a runnin
         /// Id, unique id prefix, or name of the commons.
         id: String,
     },
+    /// Stop following a commons and drop what this home holds of it: its family's records and
+    /// the blobs no other commons names (kept while another commons of its family is followed).
+    #[command(after_help = "\
+Examples:
+  commons forget 3f2a
+  commons forget \"Seed Library (fork)\"
+
+The records are dropped only when no commons of the family is followed any more (a fork is
+built from its parent's history); forget each one you follow. Peers keep their copies: follow
+the commons again to fetch it back. Needs a running commonsd.")]
+    Forget {
+        /// Id, unique id prefix, or name of the commons.
+        id: String,
+    },
     /// Refuse an author's records or a peer's connections from now on (local policy: they are
     /// not stored and not forwarded).
     #[command(after_help = "\

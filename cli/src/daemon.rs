@@ -201,6 +201,15 @@ impl DaemonBackend {
         }
     }
 
+    /// Stops following a lineage and drops its family's records if nothing else of the
+    /// family is followed.
+    pub fn forget(&self, lineage: LineageId) -> Result<commons_rpc::ForgetReport> {
+        match self.call(&Request::Forget { lineage })? {
+            Response::Forgotten(r) => Ok(r),
+            other => Err(unexpected("forget", &other)),
+        }
+    }
+
     /// Asks the daemon, once per connection, for progress frames before long answers. A daemon
     /// that does not know the request refuses it; then there is simply no progress shown.
     fn want_progress(&self) {
@@ -247,6 +256,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::Blocked(_) => "blocked",
         Response::Synced(_) => "synced",
         Response::Verified(_) => "verified",
+        Response::Forgotten(_) => "forgotten",
         Response::Ok => "ok",
         Response::Progress(_) => "progress",
         Response::Error(_) => "error",

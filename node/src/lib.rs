@@ -18,6 +18,7 @@ pub mod control;
 pub mod downloader;
 mod family;
 pub mod follows;
+mod forget;
 mod partial;
 mod policy;
 pub mod reconcile;

@@ -215,6 +215,7 @@ impl Ctx {
                 Ok(false) => error("not_found", format!("{lineage} is not followed")),
                 Err(e) => error("store", format!("{e:#}")),
             },
+            Request::Forget { lineage } => self.forget(lineage).await,
             Request::Sync { lineage } => match self.sync_lineage(lineage).await {
                 Ok(report) => Response::Synced(report),
                 Err(e) => e,
@@ -317,7 +318,7 @@ impl Ctx {
     }
 
     /// The lineages of the family of `lineage` that this store knows.
-    async fn family_lineages(&self, lineage: LineageId) -> Vec<LineageId> {
+    pub(crate) async fn family_lineages(&self, lineage: LineageId) -> Vec<LineageId> {
         let Some(family) = self.family_of(lineage).await else {
             return vec![lineage];
         };

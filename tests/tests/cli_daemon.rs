@@ -244,7 +244,9 @@ fn an_oversized_control_request_is_refused_before_it_is_read() {
     let mut s = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
     let len = (commons_rpc::MAX_REQUEST_BYTES + 1) as u32;
     s.write_all(&len.to_be_bytes()).expect("prefix");
-    s.write_all(&[b'{'; 4096]).expect("some of the body");
+    // The daemon may refuse on the prefix and close before this arrives (EPIPE): the answer is
+    // what is checked, not this write.
+    let _ = s.write_all(&[b'{'; 4096]);
     let answer: commons_rpc::Response = commons_rpc::read_msg(&mut s).expect("an answer");
     match answer {
         commons_rpc::Response::Error(e) => {

@@ -46,7 +46,7 @@ fn records_acknowledged_over_the_control_socket_survive_sigkill() {
                     let out = import_bundle(
                         &alice,
                         &dir.join(format!("{i}.bundle")),
-                        &[patch.clone()],
+                        std::slice::from_ref(&patch),
                         &[],
                     );
                     if out.code != 0 {

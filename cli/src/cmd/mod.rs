@@ -53,6 +53,7 @@ pub fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Node(NodeCommand::Connect { addr }) => node::connect(ctx, &addr),
         Command::Follow { id } => node::follow(ctx, &id),
         Command::Unfollow { id } => node::unfollow(ctx, &id),
+        Command::Forget { id } => node::forget(ctx, &id),
         Command::Sync { id } => node::sync(ctx, &id),
         Command::Block { entry } => block::block(ctx, &entry, true),
         Command::Unblock { entry } => block::block(ctx, &entry, false),

@@ -303,6 +303,64 @@ pub fn unfollow(ctx: &Ctx, id: &str) -> Result<()> {
     })
 }
 
+#[derive(Serialize)]
+struct Forgot {
+    lineage: LineageId,
+    name: Option<String>,
+    #[serde(flatten)]
+    report: commons_rpc::ForgetReport,
+}
+
+/// `commons forget ID`.
+pub fn forget(ctx: &Ctx, id: &str) -> Result<()> {
+    let d = ctx.daemon()?;
+    let lineage = lineage_arg(d, id)?;
+    let name = name_of(d, &lineage)?;
+    let report = d.forget(lineage).map_err(|e| {
+        if e.kind == crate::error::ExitKind::NotFound && e.hint.is_none() {
+            e.hint("`commons list` shows what this home holds")
+        } else {
+            e
+        }
+    })?;
+    let out = Forgot {
+        lineage,
+        name,
+        report,
+    };
+    ctx.emit(&out, || {
+        let what = label(out.name.as_deref(), &out.lineage);
+        let r = &out.report;
+        if !r.still_followed.is_empty() {
+            let others: Vec<String> = r
+                .still_followed
+                .iter()
+                .map(|l| name_of(d, l).ok().flatten().map_or(l.short(), |n| format!("\"{n}\"")))
+                .collect();
+            return format!(
+                "No longer following {what}. Its records stay: its family is still followed through {}.\n\
+                 Forget those too (`commons forget ID`) to drop the family's records.",
+                others.join(", ")
+            );
+        }
+        let mut t = format!(
+            "Forgot {what}: {} of {} dropped, and {} ({}) no other commons names.",
+            plural(r.records, "record", "records"),
+            plural(r.dropped.len() as u64, "commons", "commons"),
+            plural(r.blobs, "blob", "blobs"),
+            human_bytes(r.blob_bytes)
+        );
+        if r.packed_kept > 0 {
+            t.push_str(&format!(
+                "\n{} packed with others stay until a repack.",
+                plural(r.packed_kept, "small blob", "small blobs")
+            ));
+        }
+        t.push_str("\nPeers keep their copies: `commons follow ID` fetches it back.");
+        t
+    })
+}
+
 /// `commons sync ID`.
 pub fn sync(ctx: &Ctx, id: &str) -> Result<()> {
     let d = ctx.daemon()?;

@@ -145,6 +145,12 @@ pub enum Request {
         /// Which.
         lineage: LineageId,
     },
+    /// Stop following a commons and, unless another commons of its family is still followed,
+    /// drop its family's records and the blobs only they name. Answered with `Forgotten`.
+    Forget {
+        /// Which.
+        lineage: LineageId,
+    },
     /// Pull a commons from peers now.
     Sync {
         /// Which.
@@ -355,6 +361,27 @@ pub struct VerifyReport {
     pub millis: u64,
 }
 
+/// What `Forget` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgetReport {
+    /// The family of the commons named.
+    pub family: LineageId,
+    /// Lineages no longer followed.
+    pub unfollowed: Vec<LineageId>,
+    /// Lineages of the family still followed: when any is, the records are kept.
+    pub still_followed: Vec<LineageId>,
+    /// Lineages whose records were dropped (none when the family is still followed).
+    pub dropped: Vec<LineageId>,
+    /// Records dropped.
+    pub records: u64,
+    /// Blobs removed (no remaining record names them).
+    pub blobs: u64,
+    /// Bytes those held.
+    pub blob_bytes: u64,
+    /// Blobs only the family named that are packed with others, kept until a repack.
+    pub packed_kept: u64,
+}
+
 /// What a sync brought.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncReport {
@@ -411,6 +438,8 @@ pub enum Response {
     Synced(SyncReport),
     /// What `VerifyStore` found.
     Verified(VerifyReport),
+    /// What `Forget` did.
+    Forgotten(ForgetReport),
     /// Done, nothing to report.
     Ok,
     /// Not the answer yet: how far the work has got (only after `WantProgress`).
