@@ -279,17 +279,24 @@ struct Unfollowed {
     followed: bool,
 }
 
+/// Adds `hint` to a not-found error that has none.
+fn not_found_hint(hint: &'static str) -> impl Fn(CliError) -> CliError {
+    move |e| {
+        if e.kind == crate::error::ExitKind::NotFound && e.hint.is_none() {
+            e.hint(hint)
+        } else {
+            e
+        }
+    }
+}
+
 /// `commons unfollow ID`.
 pub fn unfollow(ctx: &Ctx, id: &str) -> Result<()> {
     let d = ctx.daemon()?;
     let lineage = lineage_arg(d, id)?;
-    d.unfollow(lineage).map_err(|e| {
-        if e.kind == crate::error::ExitKind::NotFound && e.hint.is_none() {
-            e.hint("`commons node status` lists what this node follows")
-        } else {
-            e
-        }
-    })?;
+    d.unfollow(lineage).map_err(not_found_hint(
+        "`commons node status` lists what this node follows",
+    ))?;
     let out = Unfollowed {
         lineage,
         name: name_of(d, &lineage)?,
@@ -316,13 +323,9 @@ pub fn forget(ctx: &Ctx, id: &str) -> Result<()> {
     let d = ctx.daemon()?;
     let lineage = lineage_arg(d, id)?;
     let name = name_of(d, &lineage)?;
-    let report = d.forget(lineage).map_err(|e| {
-        if e.kind == crate::error::ExitKind::NotFound && e.hint.is_none() {
-            e.hint("`commons list` shows what this home holds")
-        } else {
-            e
-        }
-    })?;
+    let report = d
+        .forget(lineage)
+        .map_err(not_found_hint("`commons list` shows what this home holds"))?;
     let out = Forgot {
         lineage,
         name,
@@ -335,10 +338,19 @@ pub fn forget(ctx: &Ctx, id: &str) -> Result<()> {
             let others: Vec<String> = r
                 .still_followed
                 .iter()
-                .map(|l| name_of(d, l).ok().flatten().map_or(l.short(), |n| format!("\"{n}\"")))
+                .map(|l| {
+                    name_of(d, l)
+                        .ok()
+                        .flatten()
+                        .map_or(l.short(), |n| format!("\"{n}\""))
+                })
                 .collect();
+            let was = match r.unfollowed.is_empty() {
+                true => format!("{what} was not followed"),
+                false => format!("No longer following {what}"),
+            };
             return format!(
-                "No longer following {what}. Its records stay: its family is still followed through {}.\n\
+                "{was}. Its records stay: its family is still followed through {}.\n\
                  Forget those too (`commons forget ID`) to drop the family's records.",
                 others.join(", ")
             );
