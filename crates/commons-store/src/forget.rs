@@ -105,11 +105,8 @@ pub fn forget_family(
     // Blobs: those no remaining patch names go, if loose.
     if !named.is_empty() {
         for entry in trees.tree(T::Records).iter() {
-            let (k, _) = entry.map_err(io)?;
-            let Some(id) = keys::id_at(&k, 0) else {
-                continue;
-            };
-            for h in patch_blobs(trees, &RecordId(id))? {
+            let (_, bytes) = entry.map_err(io)?;
+            for h in blobs_named(&bytes) {
                 named.remove(&h);
             }
             if named.is_empty() {
@@ -134,15 +131,18 @@ pub fn forget_family(
 }
 
 /// The blobs a stored patch names (before and after each change); none for another kind of
-/// record, or one that does not decode (a re-index sets those aside).
+/// record, or one that is absent or does not decode (a re-index sets those aside).
 fn patch_blobs(trees: &Trees, id: &RecordId) -> Result<Vec<BlobHash>, StoreError> {
-    let Some(bytes) = trees.tree(T::Records).get(id.as_bytes()).map_err(io)? else {
-        return Ok(vec![]);
+    let bytes = trees.tree(T::Records).get(id.as_bytes()).map_err(io)?;
+    Ok(bytes.map(|b| blobs_named(&b)).unwrap_or_default())
+}
+
+/// The blobs the stored record `bytes` names, if it is a patch.
+fn blobs_named(bytes: &[u8]) -> Vec<BlobHash> {
+    let Ok(record) = commons_core::Record::decode_stored(bytes) else {
+        return vec![];
     };
-    let Ok(record) = commons_core::Record::decode_stored(&bytes) else {
-        return Ok(vec![]);
-    };
-    Ok(record
+    record
         .as_patch()
         .map(|p| {
             p.changes
@@ -151,5 +151,5 @@ fn patch_blobs(trees: &Trees, id: &RecordId) -> Result<Vec<BlobHash>, StoreError
                 .flatten()
                 .collect()
         })
-        .unwrap_or_default())
+        .unwrap_or_default()
 }
