@@ -19,7 +19,8 @@ struct Args {
     /// Address to listen on (repeatable). Default: TCP and QUIC on all interfaces.
     #[arg(long, value_name = "MULTIADDR")]
     listen: Vec<String>,
-    /// Peer to connect to at start, with its /p2p/ id (repeatable).
+    /// Peer to connect to at start and to stay connected to (dialled again, with a backoff up to
+    /// a minute, while it cannot be reached), with its /p2p/ id (repeatable).
     #[arg(long, value_name = "MULTIADDR")]
     bootstrap: Vec<String>,
     /// Do not discover peers on the local network with mDNS.

@@ -55,6 +55,16 @@ impl Ctx {
             reconcile: self.reconcile.report(),
             damaged,
             refused,
+            bootstrap: status
+                .bootstrap
+                .iter()
+                .map(|b| commons_rpc::BootstrapPeer {
+                    addr: b.addr.to_string(),
+                    connected: b.connected,
+                    failed_dials: b.failures,
+                    next_dial_ms: b.next_dial.map(|d| d.as_millis() as u64),
+                })
+                .collect(),
         })
     }
 

@@ -74,6 +74,21 @@ pub struct Daemon {
     bin: PathBuf,
 }
 
+/// Log lines of a daemon printed when its test fails.
+const LOG_TAIL: usize = 80;
+
+/// The filter of a test daemon's log, unless `RUST_LOG` says otherwise: connections and dials
+/// are logged, so that a failed wait shows what the network did.
+const TEST_LOG_FILTER: &str = "warn,libp2p_kad=error,commons_net=debug";
+
+/// Where the daemon of `home` writes its log: next to the home, not in it (tests look inside
+/// homes).
+pub fn log_path(home: &Path) -> PathBuf {
+    let mut name = home.file_name().unwrap_or_default().to_owned();
+    name.push(".commonsd.log");
+    home.with_file_name(name)
+}
+
 impl Daemon {
     /// Starts `commonsd --home HOME --listen /ip4/127.0.0.1/tcp/0 --no-mdns` plus `bootstrap`
     /// peers, and waits until it listens.
@@ -94,7 +109,10 @@ impl Daemon {
             .env_remove("COMMONS_HOME")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Daemon::log_file(home));
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", TEST_LOG_FILTER);
+        }
         for b in bootstrap {
             cmd.args(["--bootstrap", b]);
         }
@@ -142,6 +160,29 @@ impl Daemon {
             }
         }
         d
+    }
+
+    /// The daemon's log file, opened for appending (a restart adds to it).
+    fn log_file(home: &Path) -> Stdio {
+        let path = log_path(home);
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+        {
+            Ok(f) => Stdio::from(f),
+            Err(_) => Stdio::inherit(),
+        }
+    }
+
+    /// The last [`LOG_TAIL`] lines of its log.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(log_path(&self.home)).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n")
     }
 
     /// Stops it with SIGTERM and waits for a clean exit; returns the exit code.
@@ -206,6 +247,14 @@ impl Drop for Daemon {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- last lines of the log of commonsd in {} (peer {}) ---\n{}",
+                self.home.display(),
+                self.peer_id,
+                self.log_tail()
+            );
         }
     }
 }

@@ -112,6 +112,24 @@ pub fn status(ctx: &Ctx) -> Result<()> {
             t.push_str("listening  (no address yet)\n");
         }
         t.push_str(&format!("peers      {} connected\n", s.peers));
+        for (i, b) in s.bootstrap.iter().enumerate() {
+            let head = if i == 0 { "bootstrap " } else { "          " };
+            let state = if b.connected {
+                "connected".to_owned()
+            } else if b.failed_dials == 0 {
+                "dialling".to_owned()
+            } else {
+                let next = b
+                    .next_dial_ms
+                    .map(|ms| format!("; next try in {} s", ms.div_ceil(1000)))
+                    .unwrap_or_default();
+                format!(
+                    "unreachable ({}{next})",
+                    plural(u64::from(b.failed_dials), "failed dial", "failed dials")
+                )
+            };
+            t.push_str(&format!("{head} {} {state}\n", b.addr));
+        }
         if followed.is_empty() {
             t.push_str("following  nothing (`commons follow ID` follows a commons)\n");
         }

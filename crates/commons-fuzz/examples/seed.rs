@@ -405,6 +405,12 @@ fn control_seeds(records: &[Record]) -> Seeds {
         reconcile: Default::default(),
         damaged: Default::default(),
         refused: [("malformed".to_string(), 2)].into_iter().collect(),
+        bootstrap: vec![commons_rpc::BootstrapPeer {
+            addr: "/ip4/127.0.0.1/tcp/4002".into(),
+            connected: false,
+            failed_dials: 3,
+            next_dial_ms: Some(4_000),
+        }],
     };
     let responses = [
         (

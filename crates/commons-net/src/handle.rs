@@ -95,6 +95,21 @@ pub struct NetStatus {
     pub dropped_events: u64,
     /// Gossip messages refused since the start, by kind (`gossip::RejectReason::kind`).
     pub refused: std::collections::BTreeMap<String, u64>,
+    /// The bootstrap addresses and whether they are connected (see [`crate::redial`]).
+    pub bootstrap: Vec<BootstrapStatus>,
+}
+
+/// Where one bootstrap address stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapStatus {
+    /// The address, as configured.
+    pub addr: Multiaddr,
+    /// Whether its peer is connected.
+    pub connected: bool,
+    /// Dials that failed since it was last connected.
+    pub failures: u32,
+    /// When it is dialled next, if it waits for that.
+    pub next_dial: Option<std::time::Duration>,
 }
 
 /// What is known about one connected peer.

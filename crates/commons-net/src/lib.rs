@@ -24,6 +24,7 @@ pub mod handle;
 pub mod penalty;
 pub mod policy;
 pub mod reconcile;
+pub mod redial;
 pub mod task;
 pub mod wire;
 
@@ -100,7 +101,8 @@ pub fn spawn(
     Ok((NetHandle::new(cmd_tx, shutdown_tx, peer_id), event_rx, join))
 }
 
-/// Dials the bootstrap peers and seeds Kademlia with those that name their peer id.
+/// Seeds Kademlia with the bootstrap peers that name their peer id (the network task dials them
+/// all, and again when they cannot be reached: [`redial`]).
 fn bootstrap(swarm: &mut libp2p::Swarm<behaviour::Behaviour>, peers: &[Multiaddr]) {
     let mut seeded = false;
     for addr in peers {
@@ -110,9 +112,6 @@ fn bootstrap(swarm: &mut libp2p::Swarm<behaviour::Behaviour>, peers: &[Multiaddr
         {
             kad.add_address(&peer, base);
             seeded = true;
-        }
-        if let Err(e) = swarm.dial(addr.clone()) {
-            tracing::warn!(target: "commons_net", %addr, error = %e, "cannot dial bootstrap peer");
         }
     }
     if seeded

@@ -140,6 +140,8 @@ pub(crate) struct NetTask {
     gossip_waiting: Vec<(PeerId, MessageId, gossipsub::Message)>,
     /// Gossip messages refused since the start, by kind of refusal (a handful of kinds).
     refused: BTreeMap<&'static str, u64>,
+    /// The bootstrap addresses, dialled again while they are not connected.
+    redial: crate::redial::Redial,
 }
 
 impl NetTask {
@@ -171,6 +173,7 @@ impl NetTask {
             announce_after_bootstrap: true,
             gossip_waiting: Vec::new(),
             refused: BTreeMap::new(),
+            redial: crate::redial::Redial::new(&cfg.bootstrap, Instant::now()),
         }
     }
 
@@ -180,6 +183,7 @@ impl NetTask {
         ban_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let peer = *self.swarm.local_peer_id();
         tracing::info!(target: "commons_net", %peer, "network task started");
+        self.dial_bootstrap();
         loop {
             tokio::select! {
                 biased;
@@ -189,7 +193,10 @@ impl NetTask {
                     None => break,
                 },
                 Some(answer) = self.inbound.next(), if !self.inbound.is_empty() => self.on_inbound_answer(answer),
-                _ = ban_check.tick() => self.lift_expired_bans(),
+                _ = ban_check.tick() => {
+                    self.lift_expired_bans();
+                    self.dial_bootstrap();
+                }
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 // Lowest priority: once nothing else is ready, or when enough are waiting.
                 () = std::future::ready(()), if !self.gossip_waiting.is_empty() => self.judge_gossip(),
@@ -327,6 +334,29 @@ impl NetTask {
         Ok(outcome)
     }
 
+    /// Dials the bootstrap addresses that are due (see [`crate::redial`]).
+    fn dial_bootstrap(&mut self) {
+        let now = Instant::now();
+        for (i, addr) in self.redial.due(now) {
+            let opts = match self.redial.boots()[i].peer {
+                Some(peer) => DialOpts::peer_id(peer).addresses(vec![addr.clone()]).build(),
+                None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
+            };
+            let conn = opts.connection_id();
+            let attempt = self.redial.boots()[i].failures + 1;
+            match self.swarm.dial(opts) {
+                Ok(()) => {
+                    tracing::debug!(target: "commons_net", %addr, attempt, "dialling bootstrap peer");
+                    self.redial.dialed(i, Some(conn), now);
+                }
+                Err(e) => {
+                    tracing::debug!(target: "commons_net", %addr, attempt, error = %e, "cannot dial bootstrap peer");
+                    self.redial.dialed(i, None, now);
+                }
+            }
+        }
+    }
+
     fn dial(&mut self, addr: Multiaddr) -> Result<(), NetError> {
         self.swarm.dial(addr.clone()).map_err(|e| NetError::Dial {
             addr,
@@ -347,7 +377,26 @@ impl NetTask {
                 .iter()
                 .map(|(k, n)| ((*k).to_owned(), *n))
                 .collect(),
+            bootstrap: self.bootstrap_status(),
         }
+    }
+
+    fn bootstrap_status(&self) -> Vec<crate::handle::BootstrapStatus> {
+        use crate::redial::BootState;
+        let now = Instant::now();
+        self.redial
+            .boots()
+            .iter()
+            .map(|b| crate::handle::BootstrapStatus {
+                addr: b.addr.clone(),
+                connected: b.state == BootState::Connected,
+                failures: b.failures,
+                next_dial: match b.state {
+                    BootState::Waiting(at) => Some(at.saturating_duration_since(now)),
+                    _ => None,
+                },
+            })
+            .collect()
     }
 
     fn peers(&self) -> Vec<PeerInfo> {
@@ -581,8 +630,13 @@ impl NetTask {
                 num_established,
                 ..
             } => self.on_disconnected(peer_id, connection_id, num_established),
-            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+            SwarmEvent::OutgoingConnectionError {
+                peer_id,
+                connection_id,
+                error,
+            } => {
                 tracing::debug!(target: "commons_net", peer = ?peer_id, %error, "dial failed");
+                self.redial.on_dial_failed(connection_id, Instant::now());
             }
             SwarmEvent::IncomingConnectionError { error, .. } => {
                 tracing::debug!(target: "commons_net", %error, "incoming connection failed");
@@ -628,6 +682,7 @@ impl NetTask {
     fn on_connected(&mut self, peer: PeerId, id: ConnectionId, addr: Multiaddr, established: u32) {
         tracing::debug!(target: "commons_net", %peer, %addr, connection = %id, "connection established");
         self.connections.entry(peer).or_default().push((id, addr));
+        self.redial.on_connected(id, peer);
         if established == 1 {
             self.events.emit(NetEvent::PeerConnected(peer));
         }
@@ -640,6 +695,7 @@ impl NetTask {
         }
         if remaining == 0 {
             self.connections.remove(&peer);
+            self.redial.on_disconnected(peer, Instant::now());
             self.events.emit(NetEvent::PeerDisconnected(peer));
         }
     }

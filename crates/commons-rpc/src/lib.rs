@@ -246,6 +246,22 @@ pub struct NodeStatus {
     /// `wrong topic`, `malformed`.
     #[serde(default)]
     pub refused: std::collections::BTreeMap<String, u64>,
+    /// The bootstrap peers, dialled again with a backoff while they cannot be reached.
+    #[serde(default)]
+    pub bootstrap: Vec<BootstrapPeer>,
+}
+
+/// One bootstrap address of the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootstrapPeer {
+    /// The address, as configured.
+    pub addr: String,
+    /// Whether its peer is connected.
+    pub connected: bool,
+    /// Dials that failed since it was last connected.
+    pub failed_dials: u32,
+    /// Milliseconds until the next dial, if one waits.
+    pub next_dial_ms: Option<u64>,
 }
 
 /// Most damaged records a status lists one by one (all are counted).
