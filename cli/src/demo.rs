@@ -17,10 +17,8 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -121,13 +119,8 @@ struct Node {
     /// Who uses it.
     person: &'static str,
     home: PathBuf,
-    log: PathBuf,
-    child: Child,
-    /// Its address with `/p2p/PEER`.
-    addr: String,
-    /// Its stdout, line by line. Kept open for the daemon's life so that the reader thread
-    /// keeps draining the pipe.
-    lines: Receiver<String>,
+    /// The daemon, started by the harness the tests and benchmarks share.
+    daemon: commons_harness::Daemon,
 }
 
 struct Demo {
@@ -266,55 +259,24 @@ impl Demo {
         )
         .map_err(|e| CliError::error(format!("cannot write {}: {e}", config.display())))?;
         let log = self.dir.join(format!("commonsd-{label}.log"));
-        let log_file = fs::File::create(&log)
-            .map_err(|e| CliError::error(format!("cannot create {}: {e}", log.display())))?;
-        let mut cmd = Command::new(&self.daemon);
-        cmd.arg("--home")
-            .arg(&home)
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
-            .env("COMMONS_TEST_FAST", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file);
-        if let Some(b) = &bootstrap {
-            cmd.args(["--bootstrap", b]);
-        }
-        let mut child = cmd.spawn().map_err(|e| {
-            CliError::error(format!("cannot start {}: {e}", self.daemon.display()))
-                .hint("build it with `cargo build -p commons-node`, or set COMMONSD_BIN=/path/to/commonsd")
+        let spec = commons_harness::Spec::new(&self.daemon, &home)
+            .log(&log)
+            .bootstrap(bootstrap.iter());
+        let daemon = commons_harness::Daemon::start(spec).map_err(|e| match e {
+            commons_harness::StartError::Spawn { .. } => CliError::error(e.to_string()).hint(
+                "build it with `cargo build -p commons-node`, or set COMMONSD_BIN=/path/to/commonsd",
+            ),
+            other => CliError::error(other.to_string()),
         })?;
-        let (tx, lines) = mpsc::channel();
-        if let Some(stdout) = child.stdout.take() {
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        let mut node = Node {
+        let node = Node {
             label,
             person,
             home,
-            log,
-            child,
-            addr: String::new(),
-            lines,
+            daemon,
         };
-        let addr = listening_addr(&node.lines);
-        match addr {
-            Ok(a) => node.addr = a,
-            Err(e) => {
-                // Keep it in the list so that it is stopped and its log shown.
-                self.nodes.push(node);
-                return Err(e);
-            }
-        }
         let line = format!(
             "node {label} ({person}) listens on {}{}",
-            node.addr,
+            node.daemon.addr,
             match &bootstrap {
                 Some(_) => format!(", bootstrapped to {}", self.previous_label(label)),
                 None => String::new(),
@@ -337,9 +299,9 @@ impl Demo {
         out("alice uses node A, carol node B, bob node C; nothing travels but gossip and sync.\n")?;
 
         self.start("A", "alice", None)?;
-        let a = self.node("A")?.addr.clone();
+        let a = self.node("A")?.daemon.addr.clone();
         self.start("B", "carol", Some(a))?;
-        let b = self.node("B")?.addr.clone();
+        let b = self.node("B")?.daemon.addr.clone();
         self.start("C", "bob", Some(b))?;
         let (_, t) = self.wait("A and C have one peer each and B has two", |d| {
             Ok(
@@ -539,44 +501,29 @@ impl Demo {
     /// Prints the end of each daemon's log on stderr.
     fn show_logs(&self) {
         for n in &self.nodes {
-            let log = fs::read_to_string(&n.log).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+            let tail = n.daemon.log_tail(LOG_TAIL_LINES);
             eprintln!(
                 "--- node {} ({}): last {} line(s) of its log",
                 n.label,
                 n.person,
-                tail.len()
+                tail.lines().count()
             );
-            for l in tail {
-                eprintln!("{l}");
-            }
+            eprintln!("{tail}");
         }
     }
 
-    /// Stops every daemon: SIGTERM, then a kill after [`STOP_DEADLINE`].
+    /// Stops every daemon: SIGTERM to all, then a kill after [`STOP_DEADLINE`].
     fn stop_all(&mut self) -> Result<()> {
         for n in &self.nodes {
-            let _ = Command::new("kill")
-                .args(["-TERM", &n.child.id().to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            let _ = n.daemon.signal("TERM");
         }
         let start = Instant::now();
         let mut stubborn = Vec::new();
         for n in &mut self.nodes {
-            loop {
-                match n.child.try_wait() {
-                    Ok(Some(_)) => break,
-                    Ok(None) if start.elapsed() < STOP_DEADLINE => std::thread::sleep(POLL),
-                    _ => {
-                        let _ = n.child.kill();
-                        let _ = n.child.wait();
-                        stubborn.push(n.label);
-                        break;
-                    }
-                }
+            let left = STOP_DEADLINE.saturating_sub(start.elapsed());
+            if !matches!(n.daemon.wait_exit(left), Ok(Some(_))) {
+                n.daemon.kill();
+                stubborn.push(n.label);
             }
         }
         self.nodes.clear();
@@ -596,39 +543,6 @@ impl Drop for Demo {
     fn drop(&mut self) {
         // Only reached with nodes left if the demo panicked; never leave daemons behind.
         let _ = self.stop_all();
-    }
-}
-
-/// Reads a starting daemon's stdout until its `listening on ADDR/p2p/PEER` line.
-fn listening_addr(lines: &Receiver<String>) -> Result<String> {
-    let start = Instant::now();
-    let mut seen = Vec::new();
-    loop {
-        let left = DEADLINE.saturating_sub(start.elapsed());
-        match lines.recv_timeout(left) {
-            Ok(line) => {
-                if let Some(addr) = line.strip_prefix("listening on ")
-                    && addr.contains("/p2p/")
-                {
-                    return Ok(addr.trim().to_owned());
-                }
-                seen.push(line);
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                return Err(CliError::error(format!(
-                    "timed out after {} s waiting for commonsd to print `listening on …`; it printed:\n{}",
-                    DEADLINE.as_secs(),
-                    seen.join("\n")
-                )));
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                return Err(CliError::error(format!(
-                    "commonsd exited before listening; it printed:\n{}",
-                    seen.join("\n")
-                ))
-                .hint("its log is below"));
-            }
-        }
     }
 }
 
@@ -691,32 +605,6 @@ fn num(v: &Value) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_listening_line_gives_the_address() {
-        let (tx, rx) = mpsc::channel();
-        for l in [
-            "commonsd 0.1.0",
-            "peer id: 12D3KooWabc",
-            "control socket: /tmp/x/commonsd.sock",
-            "listening on /ip4/127.0.0.1/tcp/4242/p2p/12D3KooWabc",
-        ] {
-            tx.send(l.to_owned()).unwrap();
-        }
-        assert_eq!(
-            listening_addr(&rx).unwrap(),
-            "/ip4/127.0.0.1/tcp/4242/p2p/12D3KooWabc"
-        );
-        let (tx, rx) = mpsc::channel::<String>();
-        tx.send("error: no".into()).unwrap();
-        drop(tx);
-        let e = listening_addr(&rx).unwrap_err();
-        assert!(
-            e.message.contains("exited before listening"),
-            "{}",
-            e.message
-        );
-    }
 
     #[test]
     fn a_missing_daemon_binary_says_how_to_build_it() {

@@ -58,35 +58,28 @@ pub fn converge(lineage: &str, reference: &crate::Person, others: &[&crate::Pers
     })
 }
 
-/// A running `commonsd`.
-#[derive(Debug)]
-pub struct Daemon {
-    child: Option<Child>,
-    /// Its home.
-    pub home: PathBuf,
-    /// Its TCP address on 127.0.0.1, with the `/p2p/` suffix.
-    pub addr: String,
-    /// Its peer id.
-    pub peer_id: String,
-    /// Its bulk blob port, if it serves one.
-    pub bulk_port: Option<u16>,
-    lines: mpsc::Receiver<String>,
-    bin: PathBuf,
-}
-
-/// Log lines of a daemon printed when its test fails.
-const LOG_TAIL: usize = 80;
-
 /// The filter of a test daemon's log, unless `RUST_LOG` says otherwise: connections and dials
 /// are logged, so that a failed wait shows what the network did.
 const TEST_LOG_FILTER: &str = "warn,libp2p_kad=error,commons_net=debug";
+/// Log lines of each daemon printed when its test fails.
+const LOG_TAIL: usize = 80;
 
-/// Where the daemon of `home` writes its log: next to the home, not in it (tests look inside
-/// homes).
-pub fn log_path(home: &Path) -> PathBuf {
-    let mut name = home.file_name().unwrap_or_default().to_owned();
-    name.push(".commonsd.log");
-    home.with_file_name(name)
+/// A running `commonsd` of a test (the shared harness, [`commons_harness::Daemon`], with
+/// panics for errors): its log sits beside its home, and its end is printed if the test fails.
+#[derive(Debug)]
+pub struct Daemon(commons_harness::Daemon);
+
+impl std::ops::Deref for Daemon {
+    type Target = commons_harness::Daemon;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl Daemon {
@@ -98,91 +91,18 @@ impl Daemon {
 
     /// [`Daemon::start`] with extra flags.
     pub fn start_with(bin: &Path, home: &Path, bootstrap: &[&str], flags: &[&str]) -> Daemon {
-        let mut cmd = Command::new(bin);
-        cmd.args(flags);
-        cmd.arg("--home")
-            .arg(home)
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
-            .env("COMMONS_TEST_FAST", "1")
+        let spec = commons_harness::Spec::new(bin, home)
+            .bootstrap(bootstrap)
+            .flags(flags)
             // Catch-ups of a few dozen records go through several store commits, as large ones do.
             .env("COMMONS_TEST_CATCH_UP_CHUNK", "8")
-            .env_remove("COMMONS_HOME")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Daemon::log_file(home));
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", TEST_LOG_FILTER);
-        }
-        for b in bootstrap {
-            cmd.args(["--bootstrap", b]);
-        }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut d = Daemon {
-            child: Some(child),
-            home: home.to_owned(),
-            addr: String::new(),
-            peer_id: String::new(),
-            bulk_port: None,
-            lines,
-            bin: bin.to_owned(),
-        };
-        let start = Instant::now();
-        while d.addr.is_empty() {
-            let left = DEADLINE.saturating_sub(start.elapsed());
-            let line = d.lines.recv_timeout(left).unwrap_or_else(|_| {
-                panic!(
-                    "commonsd in {} did not report a listen address",
-                    home.display()
-                )
-            });
-            if let Some(port) = line.strip_prefix("bulk blob port: ") {
-                d.bulk_port = port.trim().parse().ok();
-            }
-            if let Some(id) = line.strip_prefix("peer id: ") {
-                d.peer_id = id.trim().to_owned();
-            }
-            if let Some(addr) = line.strip_prefix("listening on ")
-                && addr.starts_with("/ip4/127.0.0.1/tcp/")
-            {
-                d.addr = addr.trim().to_owned();
-            }
-        }
-        d
+            .log_filter(TEST_LOG_FILTER);
+        Daemon(commons_harness::Daemon::start(spec).unwrap_or_else(|e| panic!("{e}")))
     }
 
-    /// The daemon's log file, opened for appending (a restart adds to it).
-    fn log_file(home: &Path) -> Stdio {
-        let path = log_path(home);
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-        {
-            Ok(f) => Stdio::from(f),
-            Err(_) => Stdio::inherit(),
-        }
-    }
-
-    /// The last [`LOG_TAIL`] lines of its log.
-    pub fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(log_path(&self.home)).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n")
+    /// Its home.
+    pub fn home(&self) -> PathBuf {
+        self.0.home().to_owned()
     }
 
     /// Stops it with SIGTERM and waits for a clean exit; returns the exit code.
@@ -193,67 +113,48 @@ impl Daemon {
     /// Stops it with `SIG<signal>` (`TERM`, `INT`) and waits for it to exit; returns the exit
     /// code.
     pub fn stop_with(&mut self, signal: &str) -> i32 {
-        let Some(mut child) = self.child.take() else {
-            return 0;
-        };
-        let sent = Command::new("kill")
-            .args([&format!("-{signal}"), &child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -{signal} failed");
-        let status = wait_for("commonsd to stop", || child.try_wait().ok().flatten());
-        status.code().unwrap_or(-1)
+        match self.0.stop_with(signal, DEADLINE) {
+            Ok(commons_harness::Stopped::Exited(status)) => status.code().unwrap_or(-1),
+            Ok(commons_harness::Stopped::NotRunning) => 0,
+            Ok(commons_harness::Stopped::Killed) => {
+                panic!("commonsd did not stop within {DEADLINE:?} of SIG{signal}")
+            }
+            Err(e) => panic!("cannot stop commonsd: {e}"),
+        }
     }
 
     /// Its process id.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
+        self.0.pid().expect("running")
     }
 
     /// File descriptors it has open now.
     pub fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .expect("read /proc/PID/fd")
-            .count()
+        self.0.open_fds().expect("read /proc/PID/fd")
     }
 
     /// Sends it `SIG<signal>` (`STOP`, `CONT`…) and leaves it running.
     pub fn signal(&self, signal: &str) {
-        let child = self.child.as_ref().expect("running");
-        let sent = Command::new("kill")
-            .args([&format!("-{signal}"), &child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -{signal} failed");
+        self.0
+            .signal(signal)
+            .unwrap_or_else(|e| panic!("kill -{signal}: {e}"));
     }
 
-    /// Kills it with SIGKILL (no chance to clean up) and waits for it to be gone.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("SIGKILL commonsd");
-            child.wait().expect("reap commonsd");
-        }
-    }
-
-    /// Restarts a stopped daemon with the same home.
+    /// Restarts a stopped daemon with the same home and flags.
     pub fn restart(&mut self, bootstrap: &[&str]) {
-        assert!(self.child.is_none(), "stop it first");
-        *self = Daemon::start(&self.bin.clone(), &self.home.clone(), bootstrap);
+        assert!(self.0.pid().is_none(), "stop it first");
+        self.0.restart(bootstrap).unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
         if std::thread::panicking() {
             eprintln!(
                 "--- last lines of the log of commonsd in {} (peer {}) ---\n{}",
-                self.home.display(),
-                self.peer_id,
-                self.log_tail()
+                self.0.home().display(),
+                self.0.peer_id,
+                self.0.log_tail(LOG_TAIL)
             );
         }
     }

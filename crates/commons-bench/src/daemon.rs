@@ -1,19 +1,13 @@
 //! Real `commonsd` processes on 127.0.0.1 with temporary homes, and a blocking client of their
 //! control socket (`commons-rpc`: 4-byte big-endian length + JSON).
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use commons_core::{Record, RecordId};
 use commons_rpc::{RecordBytes, Request, Response};
-
-/// How long a daemon may take to print its listening address.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Finds `commonsd`: the given path, else next to this executable (both are in
 /// `target/release` after `cargo build --release -p commons-node`).
@@ -38,10 +32,14 @@ pub fn find_commonsd(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// A running `commonsd`. Killed when dropped.
+/// How long a stopping daemon may take before it is killed.
+const STOP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A running `commonsd` of a benchmark (the shared harness, [`commons_harness::Daemon`]) in a
+/// temporary home, logging to `commonsd.log` in it. Killed when dropped.
 #[derive(Debug)]
 pub struct Daemon {
-    child: Child,
+    inner: commons_harness::Daemon,
     /// Its home (kept alive as long as the daemon).
     pub home: tempfile::TempDir,
     /// `…/p2p/<peer id>`: where peers dial it.
@@ -57,47 +55,15 @@ impl Daemon {
         bootstrap: &[String],
         kademlia: bool,
     ) -> anyhow::Result<Daemon> {
-        let mut cmd = Command::new(bin);
-        cmd.arg("--home")
-            .arg(home.path())
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
-            .env("COMMONS_TEST_FAST", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(std::fs::File::create(
-                home.path().join("commonsd.log"),
-            )?));
+        let mut spec = commons_harness::Spec::new(bin, home.path())
+            .log(&home.path().join("commonsd.log"))
+            .bootstrap(bootstrap);
         if !kademlia {
-            cmd.arg("--no-kademlia");
+            spec = spec.flags(["--no-kademlia"]);
         }
-        for b in bootstrap {
-            cmd.arg("--bootstrap").arg(b);
-        }
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let (tx, rx) = mpsc::sync_channel::<String>(16);
-        // Reads stdout to its end so the daemon never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if !sent && let Some(addr) = line.strip_prefix("listening on ") {
-                    sent = tx.send(addr.trim().to_owned()).is_ok();
-                }
-            }
-        });
-        let addr = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let log =
-                    std::fs::read_to_string(home.path().join("commonsd.log")).unwrap_or_default();
-                bail!("commonsd did not print its address in time; its log:\n{log}");
-            }
-        };
-        Ok(Daemon { child, home, addr })
+        let inner = commons_harness::Daemon::start(spec)?;
+        let addr = inner.addr.clone();
+        Ok(Daemon { inner, home, addr })
     }
 
     /// A new connection to its control socket.
@@ -107,52 +73,30 @@ impl Daemon {
 
     /// Its process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.inner.pid().unwrap_or(0)
     }
 
     /// Resident set size and its peak, in KiB, from `/proc/PID/status`.
     pub fn rss_kib(&self) -> anyhow::Result<(u64, u64)> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
-        let field = |name: &str| -> anyhow::Result<u64> {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                .with_context(|| format!("no {name} in /proc/PID/status"))
-        };
-        Ok((field("VmRSS:")?, field("VmHWM:")?))
+        Ok(self.inner.rss_kib()?)
     }
 
-    /// Asks it to stop (SIGTERM through `kill`), waits a moment, then kills it.
+    /// Asks it to stop (SIGTERM), waits a moment, then kills it.
     pub fn stop(mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.inner.stop_with("TERM", STOP_DEADLINE);
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        let pid = self.pid();
+        self.inner.kill();
         // `COMMONS_BENCH_LOGS=<dir>` keeps each daemon's log (run with `RUST_LOG` to see the
         // phases of a run); otherwise it goes with the home.
         if let Some(dir) = std::env::var_os("COMMONS_BENCH_LOGS") {
-            let to = Path::new(&dir).join(format!("commonsd-{}.log", self.child.id()));
-            if let Err(e) = std::fs::copy(self.home.path().join("commonsd.log"), &to) {
-                eprintln!("cannot keep the log of commonsd {}: {e}", self.child.id());
+            let to = Path::new(&dir).join(format!("commonsd-{pid}.log"));
+            if let Err(e) = std::fs::copy(&self.inner.spec.log, &to) {
+                eprintln!("cannot keep the log of commonsd {pid}: {e}");
             }
         }
     }

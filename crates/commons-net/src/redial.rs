@@ -199,7 +199,11 @@ mod tests {
         assert!(r.due(t0 + MAX_RETRY * 10).is_empty(), "connected: no dial");
         r.on_disconnected(p, t0);
         assert!(r.due(t0).is_empty());
-        assert_eq!(r.due(t0 + FIRST_RETRY).len(), 1, "dialled again after the first wait");
+        assert_eq!(
+            r.due(t0 + FIRST_RETRY).len(),
+            1,
+            "dialled again after the first wait"
+        );
     }
 
     #[test]
@@ -232,6 +236,10 @@ mod tests {
         r.on_connected(ConnectionId::new_unchecked(7), p);
         assert_eq!(r.boots()[0].state, BootState::Connected);
         r.on_disconnected(q, t0);
-        assert_eq!(r.boots()[1].state, BootState::Waiting(t0), "not connected: unchanged");
+        assert_eq!(
+            r.boots()[1].state,
+            BootState::Waiting(t0),
+            "not connected: unchanged"
+        );
     }
 }

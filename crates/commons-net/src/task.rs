@@ -339,7 +339,9 @@ impl NetTask {
         let now = Instant::now();
         for (i, addr) in self.redial.due(now) {
             let opts = match self.redial.boots()[i].peer {
-                Some(peer) => DialOpts::peer_id(peer).addresses(vec![addr.clone()]).build(),
+                Some(peer) => DialOpts::peer_id(peer)
+                    .addresses(vec![addr.clone()])
+                    .build(),
                 None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
             };
             let conn = opts.connection_id();
