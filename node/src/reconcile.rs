@@ -188,7 +188,7 @@ impl Reconciliation {
         let Ok(items) = self.items(store, family) else {
             return SyncResponse::NotFound;
         };
-        let mut responder = Reconciler::new(Config::responder());
+        let mut responder = Reconciler::new(Config::serve());
         match responder.receive(&*items, message) {
             Ok(reply) => SyncResponse::Reconcile(reply.unwrap_or_default()),
             Err(e) => {

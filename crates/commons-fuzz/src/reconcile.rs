@@ -58,9 +58,10 @@ pub fn reconcile(data: &[u8]) {
             assert!(message.id_count() <= limits.max_ids);
         }
         for (mine, theirs) in [(large, small), (small, large)] {
-            for tell_missing in [true, false] {
+            for (tell_missing, learn) in [(true, true), (false, true), (true, false)] {
                 let config = Config {
                     tell_missing,
+                    learn,
                     ..config
                 };
                 session(config, mine, theirs, &message, checked);

@@ -1,4 +1,4 @@
-//! Target `sync_frame`: the messages of `/commons/sync/1` ([`wire::decode`] with the production
+//! Target `sync_frame`: the messages of `/commons/sync/2` ([`wire::decode`] with the production
 //! caps, then `check`) and the request-response codec that reads them from a stream
 //! ([`SyncCodec`], whose response reader has a fast path for blob chunks).
 

@@ -1,6 +1,6 @@
 //! The network of a Commons node: libp2p transports (TCP and QUIC, noise, yamux), gossip of
 //! records with validation before forwarding, discovery (Kademlia, mDNS, identify) and the sync
-//! protocol `/commons/sync/1`.
+//! protocol `/commons/sync/2`.
 //!
 //! API boundary: only this crate knows libp2p. The node calls [`spawn`], gives orders through
 //! the cloneable [`NetHandle`] and receives [`NetEvent`]s on a bounded channel. It answers peers'

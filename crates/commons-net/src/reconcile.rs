@@ -47,11 +47,10 @@ impl NetHandle {
         family: LineageId,
         items: &I,
     ) -> Result<Reconciled, FetchError> {
-        let config = Config {
-            tell_missing: false,
-            ..Config::initiator()
-        };
-        let mut state = Reconciler::new(config);
+        let mut salt = [0u8; 8];
+        // A salt nobody knows in advance: short ids that collide on purpose cannot be made.
+        let _ = getrandom::getrandom(&mut salt);
+        let mut state = Reconciler::new(Config::pull()).with_salt(u64::from_le_bytes(salt));
         let mut out = Reconciled::default();
         let deadline = tokio::time::Instant::now() + SESSION_TIMEOUT;
         let mut next = Some(state.initiate(items));
@@ -123,7 +122,10 @@ mod tests {
             upper: None,
             mode: Mode::IdList((0..ids).map(|i| id((ranges + i) as u32)).collect()),
         });
-        Message { ranges: out }
+        Message {
+            salt: 0,
+            ranges: out,
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The sync protocol `/commons/sync/1`: its messages, their limits and the codec.
+//! The sync protocol `/commons/sync/2`: its messages, their limits and the codec.
 //!
 //! Each request and each response is one frame on its own stream: a 4-byte big-endian length,
 //! then that many bytes of bincode (fixed-width little-endian integers, the same configuration as
@@ -16,7 +16,7 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 
 /// The protocol name.
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/commons/sync/1");
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/commons/sync/2");
 
 /// Largest request frame. The biggest legal request is a `Reconcile` at its caps (256 ranges,
 /// 1024 ids: about 45 KiB); the cap leaves room for later fields while keeping what a peer can make us buffer per inbound
@@ -544,7 +544,7 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> 
     io.flush().await
 }
 
-/// The request-response codec of `/commons/sync/1`.
+/// The request-response codec of `/commons/sync/2`.
 #[derive(Debug, Clone, Default)]
 pub struct SyncCodec;
 

@@ -414,7 +414,7 @@ impl Store {
             SyncRequest::Reconcile { message, .. } => {
                 use commons_core::reconcile::{Config, Reconciler, SortedItems};
                 let items = SortedItems::new(self.family.iter().copied().collect());
-                match Reconciler::new(Config::responder()).receive(&items, message) {
+                match Reconciler::new(Config::serve()).receive(&items, message) {
                     Ok(reply) => SyncResponse::Reconcile(reply.unwrap_or_default()),
                     Err(_) => SyncResponse::NotFound,
                 }

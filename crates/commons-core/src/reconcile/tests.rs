@@ -100,11 +100,12 @@ fn sorted_items_answer_spans() {
 }
 
 #[test]
-fn encoded_len_matches_bincode() {
+fn the_compact_encoding_round_trips_and_its_length_is_known() {
     let m = Message {
+        salt: 0x0123_4567_89ab_cdef,
         ranges: vec![
             Range {
-                upper: Some(id(2)),
+                upper: Some(separator(&id(1), &id(2))),
                 mode: Mode::Skip,
             },
             Range {
@@ -116,8 +117,16 @@ fn encoded_len_matches_bincode() {
                 mode: Mode::IdList(vec![id(4), id(5)]),
             },
             Range {
+                upper: Some(id(10)),
+                mode: Mode::ShortIds(vec![1, 7, u32::MAX]),
+            },
+            Range {
+                upper: Some(id(11)),
+                mode: Mode::Want(vec![9]),
+            },
+            Range {
                 upper: None,
-                mode: Mode::Missing(vec![id(10)]),
+                mode: Mode::Missing(vec![id(12)]),
             },
         ],
     };
@@ -126,7 +135,78 @@ fn encoded_len_matches_bincode() {
         .with_little_endian();
     let bytes = bincode::encode_to_vec(&m, config).expect("encodes");
     assert_eq!(bytes.len(), m.encoded_len());
+    let (back, _): (Message, usize) = bincode::decode_from_slice(&bytes, config).expect("decodes");
+    assert_eq!(back, m);
     assert_eq!(m.check(&REQUEST_LIMITS), Ok(()));
+    // A separator of neighbours that differ in the first byte takes one byte on the wire.
+    assert_eq!(m.to_compact()[9..11], [1, 2]);
+}
+
+#[test]
+fn separators_split_where_the_next_id_does_and_are_short() {
+    let mut prev = [0u8; 32];
+    prev[..3].copy_from_slice(&[5, 9, 200]);
+    prev[31] = 1;
+    let mut next = [0u8; 32];
+    next[..3].copy_from_slice(&[5, 10, 0]);
+    next[20] = 3;
+    let (prev, next) = (RecordId(prev), RecordId(next));
+    let s = separator(&prev, &next);
+    assert!(prev < s && s <= next);
+    let mut want = [0u8; 32];
+    want[..2].copy_from_slice(&[5, 10]);
+    assert_eq!(s, RecordId(want));
+    // Ids that differ only in the last byte give the next id itself.
+    let mut a = [7u8; 32];
+    a[31] = 1;
+    let b = [7u8; 32];
+    assert_eq!(separator(&RecordId(a), &RecordId(b)), RecordId(b));
+}
+
+#[test]
+fn non_canonical_or_truncated_compact_forms_are_refused() {
+    let good = Message {
+        salt: 1,
+        ranges: vec![Range {
+            upper: Some(id(3)),
+            mode: Mode::ShortIds(vec![1, 2]),
+        }],
+    }
+    .to_compact();
+    assert!(Message::from_compact(&good).is_ok());
+    for cut in 0..good.len() {
+        assert!(Message::from_compact(&good[..cut]).is_err(), "cut at {cut}");
+    }
+    let mut trailing = good.clone();
+    trailing.push(0);
+    assert!(
+        Message::from_compact(&trailing).is_err(),
+        "bytes after the last range"
+    );
+    // A bound of id(3) padded with one zero byte: not the canonical form.
+    let mut padded = good[..9].to_vec();
+    padded.push(33);
+    assert!(
+        Message::from_compact(&padded).is_err(),
+        "bound longer than an id"
+    );
+    // A count far over the bytes left is refused before anything is allocated.
+    let mut huge = 7u64.to_le_bytes().to_vec();
+    huge.extend([0xff, 0xff, 0xff, 0xff, 0x0f]);
+    assert!(Message::from_compact(&huge).is_err());
+    // An over-long varint (0 written in two bytes).
+    let mut long = 7u64.to_le_bytes().to_vec();
+    long.extend([0x80, 0x00]);
+    assert!(Message::from_compact(&long).is_err());
+    // Short ids out of order break the rules of a message.
+    let unsorted = Message {
+        salt: 1,
+        ranges: vec![Range {
+            upper: None,
+            mode: Mode::Want(vec![5, 5]),
+        }],
+    };
+    assert!(unsorted.check(&REQUEST_LIMITS).is_err());
 }
 
 #[test]
@@ -136,6 +216,7 @@ fn malformed_messages_are_refused() {
         mode: Mode::Skip,
     };
     let out_of_order = Message {
+        salt: 0,
         ranges: vec![skip(Some(id(5))), skip(Some(id(4)))],
     };
     assert_eq!(
@@ -143,14 +224,17 @@ fn malformed_messages_are_refused() {
         Err(MessageError::BoundsOutOfOrder(1))
     );
     let after_end = Message {
+        salt: 0,
         ranges: vec![skip(None), skip(Some(id(4)))],
     };
     assert!(after_end.check(&REQUEST_LIMITS).is_err());
     let empty_first = Message {
+        salt: 0,
         ranges: vec![skip(Some(MIN_ID))],
     };
     assert!(empty_first.check(&REQUEST_LIMITS).is_err());
     let outside = Message {
+        salt: 0,
         ranges: vec![Range {
             upper: Some(id(5)),
             mode: Mode::IdList(vec![id(6)]),
@@ -161,6 +245,7 @@ fn malformed_messages_are_refused() {
         Err(MessageError::IdsOutOfPlace(0))
     );
     let unsorted = Message {
+        salt: 0,
         ranges: vec![Range {
             upper: None,
             mode: Mode::Missing(vec![id(6), id(6)]),
@@ -168,6 +253,7 @@ fn malformed_messages_are_refused() {
     };
     assert!(unsorted.check(&REQUEST_LIMITS).is_err());
     let too_many = Message {
+        salt: 0,
         ranges: (1..=255u8)
             .chain(std::iter::once(255))
             .map(|b| skip(Some(id(b))))
@@ -179,6 +265,7 @@ fn malformed_messages_are_refused() {
         Err(MessageError::TooManyRanges { .. })
     ));
     let ids = Message {
+        salt: 0,
         ranges: vec![Range {
             upper: None,
             mode: Mode::IdList(
