@@ -412,6 +412,41 @@ impl BlobStore {
         Ok(freed)
     }
 
+    /// The loose blobs whose files nothing wrote for `max_age`, by hash (outboards and
+    /// temporary files are not blobs). Lists every shard: for the sweep of blobs no record
+    /// names (`Store::forget_family`).
+    pub fn loose_older_than(&self, max_age: std::time::Duration) -> io::Result<Vec<BlobHash>> {
+        let now = std::time::SystemTime::now();
+        let mut out = Vec::new();
+        for shard in fs::read_dir(&self.dir)? {
+            let shard = shard?;
+            if shard.file_name().len() != 2 || !shard.file_type()?.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(shard.path())? {
+                let entry = entry?;
+                let Some(hash) = entry
+                    .file_name()
+                    .to_str()
+                    .filter(|n| n.len() == 64)
+                    .and_then(|n| n.parse::<BlobHash>().ok())
+                else {
+                    continue;
+                };
+                let meta = entry.metadata()?;
+                let age = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .unwrap_or_default();
+                if meta.is_file() && age > max_age {
+                    out.push(hash);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Moves a completed download into the store: its data file (every group verified by the
     /// caller) and its outboard, each fsynced, renamed, and the directories fsynced.
     pub fn adopt_partial(&self, hash: &BlobHash) -> io::Result<()> {

@@ -16,6 +16,9 @@
 //! **Blobs.** Then, still on the storage thread (so no put can slip in and start needing a blob
 //! between the check and the removal), every blob the forgotten patches named is looked up in
 //! the patches that remain; a loose blob that none of them names is removed with its outboard.
+//! The same pass sweeps every loose blob that no remaining record names and that nothing wrote
+//! for [`SWEEP_GRACE`] (left by a forget killed before its blob step, or by a download whose
+//! record went): so forgetting, or forgetting again, leaves no unreferenced loose blob behind.
 //! Small blobs packed together stay until a pack is rewritten (not yet done). A checkout of the
 //! forgotten commons running meanwhile may fail on a removed blob; one of another commons never
 //! does, since the blobs it needs are kept.
@@ -31,6 +34,11 @@ use crate::overlay::{Overlay, Trees, io};
 use crate::repair;
 use crate::state::{Counters, corrupt};
 
+/// How old a loose blob that no record names must be before a sweep removes it: a proposal
+/// writes its blobs a moment before its record is stored, and a checkout or a download may hold
+/// one meanwhile; an hour is far beyond either.
+pub const SWEEP_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// What forgetting a family removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Forgotten {
@@ -38,7 +46,8 @@ pub struct Forgotten {
     pub lineages: Vec<LineageId>,
     /// Records removed.
     pub records: u64,
-    /// Loose blobs removed (no remaining record names them).
+    /// Loose blobs removed (no remaining record names them): the family's, and older ones
+    /// nothing named (see [`SWEEP_GRACE`]).
     pub blobs: u64,
     /// Bytes those blobs (and their outboards) held.
     pub blob_bytes: u64,
@@ -77,44 +86,50 @@ pub fn forget_family(
             ids.insert(id);
         }
     }
-    if ids.is_empty() {
-        return Ok(out);
-    }
-    let mut overlay = Overlay::new(trees);
-    for id in &ids {
-        overlay.remove(T::Records, id.as_bytes().to_vec());
-    }
-    for entry in trees.tree(T::Wanted).iter() {
-        let (k, v) = entry.map_err(io)?;
-        if keys::id_at(&v, 0).is_some_and(|l| lineages.contains(&LineageId(l))) {
-            overlay.remove(T::Wanted, k.to_vec());
+    if !ids.is_empty() {
+        let mut overlay = Overlay::new(trees);
+        for id in &ids {
+            overlay.remove(T::Records, id.as_bytes().to_vec());
         }
+        for entry in trees.tree(T::Wanted).iter() {
+            let (k, v) = entry.map_err(io)?;
+            if keys::id_at(&v, 0).is_some_and(|l| lineages.contains(&LineageId(l))) {
+                overlay.remove(T::Wanted, k.to_vec());
+            }
+        }
+        overlay.insert(
+            T::Meta,
+            keys::META_REINDEX_KEY.to_vec(),
+            vec![keys::REINDEX_MOVING],
+        );
+        overlay.commit()?;
+        trees.db.flush().map_err(io)?;
+        tracing::warn!(target: "commons_store", %family, lineages = lineages.len(), records = ids.len(), "family forgotten; re-indexing what remains");
+        repair::reindex(trees, counters)?;
+        out.lineages = lineages.into_iter().collect();
+        out.records = ids.len() as u64;
     }
-    overlay.insert(
-        T::Meta,
-        keys::META_REINDEX_KEY.to_vec(),
-        vec![keys::REINDEX_MOVING],
-    );
-    overlay.commit()?;
-    trees.db.flush().map_err(io)?;
-    tracing::warn!(target: "commons_store", %family, lineages = lineages.len(), records = ids.len(), "family forgotten; re-indexing what remains");
-    repair::reindex(trees, counters)?;
-    out.lineages = lineages.into_iter().collect();
-    out.records = ids.len() as u64;
 
-    // Blobs: those no remaining patch names go, if loose.
-    if !named.is_empty() {
+    // Blobs: the family's, and any loose one older than `SWEEP_GRACE` (left by a forget or a
+    // download cut short), go if no remaining record names them and they are loose.
+    let mut candidates = named;
+    candidates.extend(
+        blobs
+            .loose_older_than(SWEEP_GRACE)
+            .map_err(|e| StoreError::Io(format!("list blobs: {e}")))?,
+    );
+    if !candidates.is_empty() {
         for entry in trees.tree(T::Records).iter() {
             let (_, bytes) = entry.map_err(io)?;
             for h in blobs_named(&bytes) {
-                named.remove(&h);
+                candidates.remove(&h);
             }
-            if named.is_empty() {
+            if candidates.is_empty() {
                 break;
             }
         }
     }
-    for h in &named {
+    for h in &candidates {
         match blobs
             .remove_loose(h)
             .map_err(|e| StoreError::Io(format!("remove blob {h}: {e}")))?

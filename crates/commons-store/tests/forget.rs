@@ -268,3 +268,50 @@ fn a_forget_killed_after_its_transaction_finishes_at_open() {
     check_forgotten(&store, &w);
     store.close().unwrap();
 }
+
+/// The sweep: a loose blob no record names and nothing wrote for over an hour (left by a forget
+/// killed before its blob step, say) goes with the next forget, even of a family that is not
+/// here; a fresh one (a proposal's, written just before its record) stays, as does every blob a
+/// stored record names, old or not.
+#[test]
+fn forgetting_sweeps_old_blobs_no_record_names_and_keeps_fresh_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let w = world(&store);
+    store.put(w.orchard.clone()).unwrap();
+    let age = |h: &BlobHash, secs: u64| {
+        let f = std::fs::File::options()
+            .write(true)
+            .open(store.blobs().path_of(h))
+            .unwrap();
+        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(secs))
+            .unwrap();
+    };
+    let big = |tag: &[u8]| {
+        let mut v = vec![7u8; 70 * 1024];
+        v[..tag.len()].copy_from_slice(tag);
+        store.blobs().put_bytes(&v).unwrap()
+    };
+    let (old, fresh) = (big(b"left behind"), big(b"a proposal's"));
+    age(&old, 2 * 3600);
+    // Garden's blobs were written but garden's records never stored: old ones are unreferenced.
+    for h in &w.garden_only {
+        age(h, 2 * 3600);
+    }
+    for h in w.orchard_blobs.iter().chain([&w.shared]) {
+        age(h, 3 * 3600);
+    }
+    let swept = store.forget_family(&LineageId([0xee; 32])).unwrap();
+    assert_eq!(swept.records, 0, "nothing of that family was here");
+    assert_eq!(swept.blobs, 1 + w.garden_only.len() as u64);
+    assert!(
+        !store.blobs().contains(&old),
+        "the old unreferenced blob went"
+    );
+    assert!(store.blobs().contains(&fresh), "the fresh one stays");
+    for h in w.orchard_blobs.iter().chain([&w.shared]) {
+        assert!(store.blobs().contains(h), "orchard's blob {h} stays");
+    }
+    assert_all_lineages(&store, &w.orchard, "orchard after the sweep");
+    store.close().unwrap();
+}
