@@ -256,6 +256,16 @@ fn measure(opts: &Opts, built: Built, commons: &Path, commonsd: &Path) -> anyhow
 
 /// **fork**: the rows (module documentation).
 pub fn fork(opts: &Opts, shared: &mut Shared) -> anyhow::Result<Vec<Row>> {
+    let large = match shared.long_history.take() {
+        Some(b) => b,
+        None => build_history(opts, opts.seed + 20, opts.history)?,
+    };
+    rows_at(opts, large)
+}
+
+/// The fork rows for the history in `large`, against a history of `opts.fork_small` patches
+/// built here.
+pub fn rows_at(opts: &Opts, large: Built) -> anyhow::Result<Vec<Row>> {
     let commonsd = find_commonsd(opts.commonsd.as_deref())?;
     let commons = opts
         .commons
@@ -268,10 +278,6 @@ pub fn fork(opts: &Opts, shared: &mut Shared) -> anyhow::Result<Vec<Row>> {
     );
     let small = build_history(opts, opts.seed + 30, opts.fork_small)?;
     let small_cost = measure(opts, small, &commons, &commonsd)?;
-    let large = match shared.long_history.take() {
-        Some(b) => b,
-        None => build_history(opts, opts.seed + 20, opts.history)?,
-    };
     let n = large.history.records.len() / 2;
     let large_cost = measure(opts, large, &commons, &commonsd)?;
     let small_n = opts.fork_small;

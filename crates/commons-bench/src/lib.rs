@@ -16,6 +16,7 @@ pub mod catchup;
 pub mod daemon;
 pub mod fork_bench;
 pub mod hostile;
+pub mod million;
 pub mod procs;
 pub mod reconcile_bench;
 pub mod records;
@@ -46,6 +47,8 @@ pub enum Scenario {
     State,
     /// `commonsd` RSS, idle, with a large store.
     Memory,
+    /// A million records: ingest, summary read, idle RSS, fork (not in `all`).
+    Million,
     /// Propagation through many network stacks in one process.
     Scale,
     /// Bytes and round trips to find a small difference between two large record sets.
@@ -85,6 +88,7 @@ impl Scenario {
             Scenario::Fork => "fork",
             Scenario::State => "state",
             Scenario::Memory => "memory",
+            Scenario::Million => "million",
             Scenario::Scale => "scale",
             Scenario::Reconcile => "reconcile",
             Scenario::Blobs => "blobs",
@@ -281,6 +285,7 @@ pub fn run(scenario: Scenario, opts: &Opts) -> Vec<Row> {
             Scenario::Blobs => blob_bench::run(opts),
             Scenario::Catchup => catchup::run(opts),
             Scenario::Hostile => hostile::run(opts),
+            Scenario::Million => million::run(opts),
             Scenario::All => Ok(vec![]),
         };
         match result {
