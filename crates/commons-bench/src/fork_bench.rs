@@ -165,7 +165,9 @@ fn measure(opts: &Opts, built: Built, commons: &Path, commonsd: &Path) -> anyhow
     } = built;
     store.close()?;
     drop(store);
-    Home::at(dir.path()).init_identity(Some("forker"))?;
+    if !Home::at(dir.path()).has_identity() {
+        Home::at(dir.path()).init_identity(Some("forker"))?;
+    }
     let follower_home = tempfile::tempdir()?;
     Home::at(follower_home.path()).init_identity(Some("follower"))?;
     copy_dir(
