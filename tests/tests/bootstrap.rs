@@ -37,7 +37,7 @@ fn a_bootstrap_peer_down_at_start_or_gone_later_is_dialled_again() {
     let d = daemon_bin!();
     let port = free_port();
     let listen = format!("/ip4/127.0.0.1/tcp/{port}");
-    let flags = ["--no-kademlia", "--listen", listen.as_str()];
+    let flags = ["--no-kademlia", "--listen", listen.as_str()]; // the harness adds --no-mdns
     // Alice's peer id comes from her home's node key: the same after a restart.
     let mut a = Daemon::start_with(&d, &alice.home, &[], &flags);
     let alice_id = a.peer_id.clone();
