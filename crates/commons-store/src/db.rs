@@ -77,7 +77,7 @@ pub fn open_db(store_dir: &Path, db_dir: &Path, counters: &Counters) -> Result<T
         .flush_every_ms(Some(FLUSH_EVERY_MS))
         .open()
         .map_err(|e| open_error(&path, e))?;
-    let trees = Trees::open(db).map_err(|e| open_error(&path, e))?;
+    let trees = Trees::open(db, Some(db_dir)).map_err(|e| open_error(&path, e))?;
     let meta = trees.tree(T::Meta);
     match meta
         .get(keys::META_SCHEMA_KEY)
@@ -118,7 +118,7 @@ pub fn open_db(store_dir: &Path, db_dir: &Path, counters: &Counters) -> Result<T
             }
             meta.insert(keys::META_SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
                 .map_err(|e| open_error(&path, e))?;
-            trees.db.flush().map_err(|e| open_error(&path, e))?;
+            trees.flush().map_err(|e| open_error(&path, e))?;
             tracing::info!(target: "commons_store", path = %path.display(), schema = SCHEMA_VERSION, "created a new store");
         }
     }
@@ -137,7 +137,7 @@ pub fn open_db(store_dir: &Path, db_dir: &Path, counters: &Counters) -> Result<T
             let n = trees.tree(T::Records).len() as u64;
             meta.insert(keys::META_RECORD_COUNT_KEY, &n.to_be_bytes())
                 .map_err(|e| open_error(&path, e))?;
-            trees.db.flush().map_err(|e| open_error(&path, e))?;
+            trees.flush().map_err(|e| open_error(&path, e))?;
             n
         }
     };
@@ -180,7 +180,7 @@ fn migrate_from_v1(trees: &Trees) -> sled::Result<()> {
     batch.insert(keys::META_SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes());
     batch.insert(keys::META_REINDEX_KEY, &[keys::REINDEX_MOVING]);
     trees.tree(T::Meta).apply_batch(batch)?;
-    trees.db.flush()?;
+    trees.flush()?;
     Ok(())
 }
 
@@ -264,14 +264,14 @@ pub fn run(trees: Trees, counters: Arc<Counters>, rx: Receiver<Command>) {
             }
             Command::Read(f) => f(&trees, &counters),
             Command::Close { reply } => {
-                let flushed = trees.db.flush().map(drop).map_err(io);
+                let flushed = trees.flush().map_err(io);
                 tracing::info!(target: "commons_store", "store closed");
                 let _ = reply.send(flushed);
                 return;
             }
         }
     }
-    if let Err(e) = trees.db.flush() {
+    if let Err(e) = trees.flush() {
         tracing::error!(target: "commons_store", error = %e, "final flush failed");
     }
     tracing::info!(target: "commons_store", "store closed (last handle dropped)");
@@ -289,7 +289,7 @@ fn put_group(trees: &Trees, counters: &Counters, group: Vec<(Vec<Record>, PutRep
     // One flush makes every committed transaction of the group durable (none if no put of the
     // group asked: sled's flusher makes them durable within `FLUSH_EVERY_MS`).
     let flushed = match flush {
-        true => trees.db.flush().map(drop).map_err(|e| e.to_string()),
+        true => trees.flush().map_err(|e| e.to_string()),
         false => Ok(()),
     };
     tracing::debug!(target: "commons_store", puts = results.len(), records = records_in_group, "group committed");

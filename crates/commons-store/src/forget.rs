@@ -103,7 +103,7 @@ pub fn forget_family(
             vec![keys::REINDEX_MOVING],
         );
         overlay.commit()?;
-        trees.db.flush().map_err(io)?;
+        trees.flush().map_err(io)?;
         tracing::warn!(target: "commons_store", %family, lineages = lineages.len(), records = ids.len(), "family forgotten; re-indexing what remains");
         repair::reindex(trees, counters)?;
         out.lineages = lineages.into_iter().collect();

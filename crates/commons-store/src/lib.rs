@@ -6,6 +6,7 @@
 
 pub mod blobs;
 mod db;
+mod durable;
 mod forget;
 mod fork;
 pub mod fsck;

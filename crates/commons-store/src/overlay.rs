@@ -11,28 +11,44 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::iter::Peekable;
+use std::path::Path;
+use std::sync::Arc;
 
 use sled::transaction::{TransactionError, Transactional};
 
 use crate::StoreError;
+use crate::durable::Syncer;
 use crate::keys::T;
 
 /// The sled trees of an open store.
 #[derive(Debug, Clone)]
 pub struct Trees {
-    /// The database (for flushing).
+    /// The database (flush it with [`Trees::flush`], which makes the flush durable).
     pub db: sled::Db,
     trees: Vec<sled::Tree>,
+    /// What completes sled's flush (`None` for a temporary database).
+    syncer: Option<Arc<Syncer>>,
 }
 
 impl Trees {
-    /// Opens every tree of [`T::ALL`].
-    pub fn open(db: sled::Db) -> sled::Result<Self> {
+    /// Opens every tree of [`T::ALL`] of the database sled opened in `dir` (`None`: a temporary
+    /// database, never synced).
+    pub fn open(db: sled::Db, dir: Option<&Path>) -> sled::Result<Self> {
         let trees = T::ALL
             .iter()
             .map(|t| db.open_tree(t.name()))
             .collect::<sled::Result<Vec<_>>>()?;
-        Ok(Self { db, trees })
+        let syncer = dir.map(Syncer::open).transpose()?.map(Arc::new);
+        Ok(Self { db, trees, syncer })
+    }
+
+    /// Flushes sled and makes what it wrote durable, power cuts included (`durable.rs`).
+    pub fn flush(&self) -> sled::Result<()> {
+        self.db.flush()?;
+        if let Some(s) = &self.syncer {
+            s.sync()?;
+        }
+        Ok(())
     }
 
     /// One tree.
@@ -246,7 +262,7 @@ mod tests {
     fn reads_see_pending_writes_and_commit_is_visible() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path()).open().unwrap();
-        let trees = Trees::open(db).unwrap();
+        let trees = Trees::open(db, None).unwrap();
         trees.tree(T::Heads).insert(b"a1", b"disk").unwrap();
         trees.tree(T::Heads).insert(b"a3", b"disk").unwrap();
         trees.tree(T::Heads).insert(b"a5", b"disk").unwrap();

@@ -105,7 +105,7 @@ fn set_phase(trees: &Trees, phase: Option<u8>) -> Result<(), StoreError> {
         Some(p) => meta.insert(META_REINDEX_KEY, &[p]).map_err(io)?,
         None => meta.remove(META_REINDEX_KEY).map_err(io)?,
     };
-    trees.db.flush().map_err(io)?;
+    trees.flush().map_err(io)?;
     Ok(())
 }
 
@@ -244,7 +244,7 @@ fn ingest_again(trees: &Trees, counters: &Counters) -> Result<(u64, u64), StoreE
         let count = counters.stored_records.load(Ordering::Relaxed) + ids.len() as u64;
         store_count(counters, &mut overlay, count);
         overlay.commit()?;
-        trees.db.flush().map_err(io)?;
+        trees.flush().map_err(io)?;
         stored += ids.len() as u64;
         set_aside += bad.len() as u64;
         counters
@@ -269,7 +269,7 @@ pub fn reindex(trees: &Trees, counters: &Counters) -> Result<(), StoreError> {
         store_count(counters, &mut overlay, 0);
         overlay.insert(T::Meta, META_REINDEX_KEY.to_vec(), vec![REINDEX_INGESTING]);
         overlay.commit()?;
-        trees.db.flush().map_err(io)?;
+        trees.flush().map_err(io)?;
     }
     let (stored, set_aside) = ingest_again(trees, counters)?;
     set_phase(trees, None)?;

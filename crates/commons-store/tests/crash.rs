@@ -1,16 +1,16 @@
-//! Crash safety: a child process writes records and prints each id once `put` returned; the test
-//! kills it with SIGKILL at random moments, reopens the store, and checks that every acknowledged
-//! record is there, that the store opens, and that every lineage's state equals from-scratch.
+//! Crash safety: a child process writes records and blobs (packed and loose) and prints each id
+//! and hash once `put` returned; the test kills it with SIGKILL at random moments, reopens the
+//! store, and checks that every acknowledged record and blob is there, that the store opens, and
+//! that every lineage's state equals from-scratch.
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use commons_core::{LineageId, Record, RecordId};
+use commons_core::{LineageId, Record};
 use commons_store::Store;
 
 /// Kills per run: 20 in CI; `COMMONS_CRASH_ROUNDS=500 cargo test --release -p commons-store
@@ -47,7 +47,7 @@ fn acknowledged_records_survive_sigkill() {
     eprintln!("crash test seed {seed}");
     let mut rng = Rng(seed | 1);
     let dir = tempfile::tempdir().unwrap();
-    let mut acked: BTreeSet<RecordId> = BTreeSet::new();
+    let mut acked = common::Acked::default();
     let mut kills_mid_write = 0;
 
     let rounds = rounds();
@@ -74,14 +74,7 @@ fn acknowledged_records_survive_sigkill() {
         let target = 1 + rng.below(40) as usize;
         let delay = Duration::from_micros(rng.below(30_000));
         let mut seen = 0usize;
-        let record = |line: String, acked: &mut BTreeSet<RecordId>| {
-            // A line cut by the kill is not an acknowledgement; ids are written whole.
-            if let Ok(id) = line.trim().parse::<RecordId>() {
-                acked.insert(id);
-                return true;
-            }
-            false
-        };
+        let record = |line: String, acked: &mut common::Acked| acked.take(&line);
         // Wait for a random number of acknowledgements...
         let give_up = Instant::now() + PATIENCE;
         let mut exited = false;
@@ -131,34 +124,26 @@ fn acknowledged_records_survive_sigkill() {
             record(line, &mut acked);
         }
 
-        let store = Store::open(dir.path())
-            .unwrap_or_else(|e| panic!("round {round}: the store does not open: {e}"));
-        for id in &acked {
-            assert!(
-                store.contains(id).unwrap(),
-                "round {round}: acknowledged record {id} was lost"
-            );
-        }
-        for s in store.lineages().unwrap() {
-            common::assert_matches_scratch(&store, &s.lineage, &format!("round {round}"));
-        }
-        // Forks share their parent's trees: the counts must be exact after any kill.
-        let check = store.check_trees().unwrap();
-        assert!(
-            check.problems.is_empty(),
-            "round {round}: {:?}",
-            check.problems
-        );
-        store.close().unwrap();
+        common::check_acked(dir.path(), &mut acked, &format!("round {round}"));
     }
     let store = Store::open(dir.path()).unwrap();
     let lineages = store.lineages().unwrap().len();
     eprintln!(
-        "{} records acknowledged over {rounds} rounds, {kills_mid_write} killed mid-flight, {lineages} lineages",
-        acked.len()
+        "{} records and {} blobs acknowledged over {rounds} rounds, {kills_mid_write} killed mid-flight, {lineages} lineages",
+        acked.records.len(),
+        acked.blobs.len()
     );
     drop(store);
-    assert!(acked.len() > rounds as usize, "too few records written");
+    assert!(
+        acked.records.len() > rounds as usize,
+        "too few records written"
+    );
+    let (loose, packed) = common::loose_and_packed(dir.path(), &acked);
+    assert!(
+        loose > 0 && packed > 0,
+        "{loose} loose and {packed} packed blobs: both kinds must be tested"
+    );
+
     assert!(
         kills_mid_write > 0,
         "the writer was never killed mid-flight"

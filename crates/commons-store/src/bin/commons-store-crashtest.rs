@@ -1,9 +1,12 @@
 //! Helper process for the store's crash test (`tests/crash.rs`); not a user tool.
 //!
-//! `commons-store-crashtest write <dir> <seed>` opens the store in `<dir>` and writes signed
-//! records (a charter, patches, validations, sometimes a fork) in small batches, printing each id
-//! on stdout only after `put` returned: every printed id has been acknowledged as durable. The
-//! test kills it with SIGKILL at a random moment and checks that nothing printed was lost.
+//! `commons-store-crashtest write <dir> <seed>` opens the store in `<dir>` and the blob store in
+//! `<dir>/blobs`, and writes signed records (a charter, patches, validations, sometimes a fork)
+//! in small batches. Each patch's new content is a real blob: most small enough to be packed
+//! (durable at `BlobStore::sync`), some large enough to be a loose file. Each batch stores its
+//! blobs, syncs the packs, puts the records, and only then prints `blob <hash>` for each blob and
+//! each record id: everything printed has been acknowledged as durable. The tests kill it with
+//! SIGKILL, or cut the power under it (`tests/power_loss.rs`), and check nothing printed was lost.
 //!
 //! `commons-store-crashtest hold <dir>` opens the store, prints `open`, and keeps it open until
 //! stdin is closed (used to test the lock held by another process).
@@ -19,10 +22,12 @@ use commons_core::{
     BlobHash, Body, Change, Charter, ForkBase, LineageId, Patch, Record, RecordId, SecretKey,
     Validation, Verdict,
 };
-use commons_store::Store;
+use commons_store::{BlobStore, Store};
 
 /// Records written by one `write` run before it exits on its own.
 const MAX_RECORDS: u64 = 600;
+/// One patch in this many carries a blob too large to be packed (a loose file).
+const LARGE_EVERY: u64 = 12;
 
 struct Rng(u64);
 
@@ -93,6 +98,7 @@ fn sign(key: &SecretKey, ts: u64, body: Body) -> Result<Record, String> {
 
 fn write(dir: &Path, seed: u64) -> Result<(), String> {
     let store = Store::open(dir).map_err(|e| e.to_string())?;
+    let blobs = BlobStore::open(&dir.join("blobs")).map_err(|e| e.to_string())?;
     let keys = [
         SecretKey::from_seed([7; 32]),
         SecretKey::from_seed([8; 32]),
@@ -114,7 +120,13 @@ fn write(dir: &Path, seed: u64) -> Result<(), String> {
     )?;
     let mut lineages = vec![LineageId::from(root.id())];
     let mut out = std::io::stdout().lock();
-    let ack = |out: &mut std::io::StdoutLock<'_>, ids: &[RecordId]| -> Result<(), String> {
+    let ack = |out: &mut std::io::StdoutLock<'_>,
+               stored: &[BlobHash],
+               ids: &[RecordId]|
+     -> Result<(), String> {
+        for hash in stored {
+            writeln!(out, "blob {hash}").map_err(|e| e.to_string())?;
+        }
         for id in ids {
             writeln!(out, "{id}").map_err(|e| e.to_string())?;
         }
@@ -122,7 +134,7 @@ fn write(dir: &Path, seed: u64) -> Result<(), String> {
     };
     let batch = vec![root.clone()];
     store.put(batch.clone()).map_err(|e| e.to_string())?;
-    ack(&mut out, &[root.id()])?;
+    ack(&mut out, &[], &[root.id()])?;
 
     for s in store.lineages().map_err(|e| e.to_string())? {
         if !lineages.contains(&s.lineage) {
@@ -141,6 +153,7 @@ fn write(dir: &Path, seed: u64) -> Result<(), String> {
     while n < MAX_RECORDS {
         let size = 1 + rng.below(5);
         let mut batch = Vec::new();
+        let mut stored = Vec::new();
         for _ in 0..size {
             n += 1;
             let ts = seed * 1_000_000 + n;
@@ -180,7 +193,17 @@ fn write(dir: &Path, seed: u64) -> Result<(), String> {
                     0 => None,
                     x => Some(BlobHash([x as u8; 32])),
                 };
-                let after = Some(BlobHash([(3 + rng.below(3)) as u8; 32]));
+                let len = match rng.below(LARGE_EVERY) {
+                    0 => 70_000 + rng.below(100_000),
+                    _ => 1 + rng.below(8_000),
+                };
+                let content = blob_content(&mut rng, len as usize);
+                let hash = BlobHash::of(&content);
+                blobs
+                    .put_small(&hash, &content)
+                    .map_err(|e| format!("storing a blob: {e}"))?;
+                stored.push(hash);
+                let after = Some(hash);
                 let r = sign(
                     &keys[rng.below(3) as usize],
                     ts,
@@ -217,8 +240,20 @@ fn write(dir: &Path, seed: u64) -> Result<(), String> {
             batch.push(record);
         }
         let ids: Vec<RecordId> = batch.iter().map(Record::id).collect();
+        // Blobs before the records that name them, as the daemon does.
+        blobs.sync().map_err(|e| format!("syncing packs: {e}"))?;
         store.put(batch).map_err(|e| e.to_string())?;
-        ack(&mut out, &ids)?;
+        ack(&mut out, &stored, &ids)?;
     }
     store.close().map_err(|e| e.to_string())
+}
+
+/// `len` pseudo-random bytes (incompressible, distinct per call).
+fn blob_content(rng: &mut Rng, len: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        v.extend_from_slice(&rng.next().to_le_bytes());
+    }
+    v.truncate(len);
+    v
 }

@@ -3,14 +3,16 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::Path;
 
 use commons_core::state::{LineageState, PatchStatus, RecordSet};
 use commons_core::{
     BlobHash, Body, Change, Charter, ForkBase, LineageId, Patch, PublicKey, Record, RecordId,
     SecretKey, Validation, Verdict,
 };
-use commons_store::Store;
+use commons_store::{BlobStore, Store};
 
 /// A fixed key.
 pub fn key(n: u8) -> SecretKey {
@@ -236,4 +238,95 @@ pub fn raw_sled(path: &std::path::Path) -> sled::Db {
             Err(e) => panic!("cannot open {}: {e}", path.display()),
         }
     }
+}
+
+/// What the crash-test writer (`commons-store-crashtest write`) has acknowledged.
+#[derive(Default)]
+pub struct Acked {
+    /// Records whose `put` returned.
+    pub records: BTreeSet<RecordId>,
+    /// Blobs stored (and synced) before a `put` that returned.
+    pub blobs: BTreeSet<BlobHash>,
+    /// Blobs acknowledged since the last [`check_acked`]: their contents are read back.
+    fresh: BTreeSet<BlobHash>,
+}
+
+impl Acked {
+    /// Takes one line of the writer's output; `true` if it acknowledged something. A line cut
+    /// by a kill is not an acknowledgement (ids and hashes are written whole).
+    pub fn take(&mut self, line: &str) -> bool {
+        let line = line.trim();
+        if let Some(hash) = line.strip_prefix("blob ") {
+            return match hash.parse::<BlobHash>() {
+                Ok(h) => {
+                    self.blobs.insert(h);
+                    self.fresh.insert(h);
+                    true
+                }
+                Err(_) => false,
+            };
+        }
+        match line.parse::<RecordId>() {
+            Ok(id) => {
+                self.records.insert(id);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// Opens the home the writer wrote in `dir` and checks that it opens, holds every acknowledged
+/// record and blob (reading back the contents of those acknowledged since the last check), that
+/// every lineage's state equals its state from scratch, and that the shared trees' counts are
+/// exact.
+pub fn check_acked(dir: &Path, acked: &mut Acked, context: &str) {
+    let store =
+        Store::open(dir).unwrap_or_else(|e| panic!("{context}: the store does not open: {e}"));
+    for id in &acked.records {
+        assert!(
+            store.contains(id).unwrap(),
+            "{context}: acknowledged record {id} was lost"
+        );
+    }
+    for s in store.lineages().unwrap() {
+        assert_matches_scratch(&store, &s.lineage, context);
+    }
+    let check = store.check_trees().unwrap();
+    assert!(check.problems.is_empty(), "{context}: {:?}", check.problems);
+    store.close().unwrap();
+
+    let blobs = BlobStore::open(&dir.join("blobs"))
+        .unwrap_or_else(|e| panic!("{context}: the blob store does not open: {e}"));
+    for hash in &acked.blobs {
+        assert!(
+            blobs.contains(hash),
+            "{context}: acknowledged blob {hash} was lost"
+        );
+    }
+    for hash in std::mem::take(&mut acked.fresh) {
+        let mut bytes = Vec::new();
+        blobs
+            .open_blob(&hash)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{context}: acknowledged blob {hash} was lost"))
+            .read_to_end(&mut bytes)
+            .unwrap();
+        assert_eq!(
+            BlobHash::of(&bytes),
+            hash,
+            "{context}: acknowledged blob {hash} reads back damaged"
+        );
+    }
+}
+
+/// How many acknowledged blobs are loose files and how many are packed.
+pub fn loose_and_packed(dir: &Path, acked: &Acked) -> (usize, usize) {
+    let blobs = BlobStore::open(&dir.join("blobs")).unwrap();
+    let loose = acked
+        .blobs
+        .iter()
+        .filter(|h| blobs.path_of(h).is_file())
+        .count();
+    (loose, acked.blobs.len() - loose)
 }
