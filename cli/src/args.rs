@@ -83,6 +83,13 @@ Examples:
     /// Inspect one patch.
     #[command(subcommand)]
     Patch(PatchCommand),
+    /// The address of the daemon's web explorer, or of a commons' page on it (open it in a
+    /// browser: every commons, patch, diff and fork this node holds, updated live).
+    #[command(after_help = "Examples:\n  commons web\n  commons web 3f2a")]
+    Web {
+        /// Id, unique id prefix, or name of a commons (default: the home page).
+        id: Option<String>,
+    },
     /// The fork tree around a commons: its ancestors and descendants.
     #[command(after_help = "Example:\n  commons lineage 3f2a")]
     Lineage {

@@ -134,7 +134,7 @@ impl DaemonBackend {
     /// The node's status.
     pub fn status(&self) -> Result<NodeStatus> {
         match self.call(&Request::NodeStatus)? {
-            Response::NodeStatus(s) => Ok(s),
+            Response::NodeStatus(s) => Ok(*s),
             other => Err(unexpected("node status", &other)),
         }
     }

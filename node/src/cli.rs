@@ -10,7 +10,7 @@ use clap::Parser;
 #[command(
     name = "commonsd",
     version,
-    after_help = "Examples:\n  commonsd                                   # start with $COMMONS_HOME (created if needed)\n  commonsd --listen /ip4/127.0.0.1/tcp/0 --no-mdns\n  commonsd --bootstrap /ip4/192.0.2.7/tcp/4001/p2p/12D3KooW...\n\nThe log filter comes from RUST_LOG (e.g. RUST_LOG=commons_node=debug)."
+    after_help = "Examples:\n  commonsd                                   # start with $COMMONS_HOME (created if needed)\n  commonsd --listen /ip4/127.0.0.1/tcp/0 --no-mdns\n  commonsd --bootstrap /ip4/192.0.2.7/tcp/4001/p2p/12D3KooW...\n  commonsd --web 127.0.0.1:8080              # the web explorer on another port (--no-web: none)\n\nThe log filter comes from RUST_LOG (e.g. RUST_LOG=commons_node=debug)."
 )]
 struct Args {
     /// The node's home (keys, store, config.toml). Default: $COMMONS_HOME, else the user's data directory.
@@ -35,6 +35,14 @@ struct Args {
     /// config.toml.
     #[arg(long)]
     no_bulk: bool,
+    /// Serve the web explorer (read-only pages of everything this node holds) on ADDR
+    /// (IP:PORT; port 0: chosen by the OS). Default: 127.0.0.1:7217, or `web` in config.toml.
+    /// An address other than loopback shows it to everyone who can reach it.
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_web")]
+    web: Option<String>,
+    /// Do not serve the web explorer.
+    #[arg(long)]
+    no_web: bool,
 }
 
 /// Parses `argv` and runs the daemon; what `commonsd`'s `main` does.
@@ -72,6 +80,8 @@ where
             no_mdns: args.no_mdns,
             no_kademlia: args.no_kademlia,
             no_bulk: args.no_bulk,
+            web: args.web,
+            no_web: args.no_web,
         },
     };
     match runtime.block_on(crate::run(opts)) {

@@ -11,6 +11,8 @@
 //! bulk_port = 0     # the bulk port (0: chosen by the OS)
 //! bulk_clear = false  # true: bulk links in clear text (faster) with peers that also allow it
 //! max_connections_per_ip = 16   # inbound connections from one IP address
+//! web = "127.0.0.1:7217"   # the web explorer's address, or "off"; a non-loopback address
+//!                          # shows everything this node holds to whoever can reach it
 //!
 //! [gossip]          # rate limits on gossip records (token buckets: a burst, then a rate)
 //! peer_burst = 20000
@@ -29,6 +31,8 @@ use serde::Deserialize;
 pub const CONFIG_FILE: &str = "config.toml";
 /// Default listen addresses: TCP and QUIC on all interfaces, ports chosen by the OS.
 pub const DEFAULT_LISTEN: [&str; 2] = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"];
+/// Where the web explorer listens unless told otherwise: loopback only.
+pub const DEFAULT_WEB: &str = "127.0.0.1:7217";
 /// How often followed commons are caught up with peers when nothing else triggers it.
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -46,6 +50,7 @@ struct FileConfig {
     bulk_clear: Option<bool>,
     max_connections_per_ip: Option<u32>,
     gossip: Option<GossipLimits>,
+    web: Option<String>,
 }
 
 /// `[gossip]` of the file.
@@ -100,6 +105,8 @@ pub struct Config {
     pub max_connections_per_ip: Option<u32>,
     /// Rate limits on gossip records, per peer and per author.
     pub rates: commons_net::policy::Rates,
+    /// Where the web explorer listens (`None`: not served).
+    pub web: Option<std::net::SocketAddr>,
 }
 
 /// Flags that override the file.
@@ -115,6 +122,10 @@ pub struct Overrides {
     pub no_kademlia: bool,
     /// `--no-bulk`.
     pub no_bulk: bool,
+    /// `--web ADDR`.
+    pub web: Option<String>,
+    /// `--no-web`.
+    pub no_web: bool,
 }
 
 impl Config {
@@ -170,8 +181,33 @@ impl Config {
                 other => other,
             },
             rates: rates(file.gossip.unwrap_or_default(), path)?,
+            web: web(file.web, flags, path)?,
         })
     }
+}
+
+fn web(
+    file: Option<String>,
+    flags: &Overrides,
+    path: &Path,
+) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    if flags.no_web {
+        return Ok(None);
+    }
+    let (text, from) = match (&flags.web, file) {
+        (Some(w), _) => (w.clone(), "--web".to_string()),
+        (None, Some(w)) => (w, format!("{}: web", path.display())),
+        (None, None) => (
+            DEFAULT_WEB.to_string(),
+            "the default web address".to_string(),
+        ),
+    };
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse().map(Some).with_context(|| {
+        format!("{from}: `{text}` is not an address (IP:PORT, e.g. 127.0.0.1:7217), or \"off\"")
+    })
 }
 
 fn rates(g: GossipLimits, path: &Path) -> anyhow::Result<commons_net::policy::Rates> {
@@ -241,6 +277,8 @@ mod tests {
             no_mdns: true,
             no_kademlia: true,
             no_bulk: true,
+            web: None,
+            no_web: false,
         };
         let c = Config::load(dir.path(), &flags).unwrap();
         assert_eq!(c.listen, vec!["/ip4/127.0.0.1/tcp/0"]);
@@ -248,6 +286,36 @@ mod tests {
         assert!(!c.mdns);
         assert!(!c.kademlia);
         assert!(!c.bulk);
+    }
+
+    #[test]
+    fn the_web_explorer_is_on_loopback_unless_told_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(dir.path(), &Overrides::default()).unwrap();
+        assert_eq!(c.web, Some(DEFAULT_WEB.parse().unwrap()));
+        assert!(c.web.unwrap().ip().is_loopback());
+        std::fs::write(dir.path().join(CONFIG_FILE), "web = \"off\"\n").unwrap();
+        assert_eq!(
+            Config::load(dir.path(), &Overrides::default()).unwrap().web,
+            None
+        );
+        std::fs::write(dir.path().join(CONFIG_FILE), "web = \"0.0.0.0:8080\"\n").unwrap();
+        let open = Config::load(dir.path(), &Overrides::default()).unwrap();
+        assert_eq!(open.web, Some("0.0.0.0:8080".parse().unwrap()));
+        let flags = Overrides {
+            web: Some("127.0.0.1:0".into()),
+            ..Overrides::default()
+        };
+        let c = Config::load(dir.path(), &flags).unwrap();
+        assert_eq!(c.web, Some("127.0.0.1:0".parse().unwrap()));
+        let off = Overrides {
+            no_web: true,
+            ..Overrides::default()
+        };
+        assert_eq!(Config::load(dir.path(), &off).unwrap().web, None);
+        std::fs::write(dir.path().join(CONFIG_FILE), "web = \"localhost\"\n").unwrap();
+        let err = Config::load(dir.path(), &Overrides::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("IP:PORT"), "{err:#}");
     }
 
     #[test]

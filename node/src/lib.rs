@@ -30,6 +30,7 @@ mod sync;
 #[cfg(test)]
 mod testing;
 mod verify;
+mod web;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -131,6 +132,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         true => Some(bind_bulk(&net_config.listen, config.bulk_port, config.bulk_clear).await?),
         false => None,
     };
+    let web = match config.web {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot serve the web explorer on {addr}; choose another address with --web ADDR (or `web` in config.toml), or turn it off with --no-web")
+        })?),
+        None => None,
+    };
     let (net, mut events, net_task) = commons_net::spawn(net_config)?;
     let status = net.status().await?;
     println!("commonsd {}", env!("CARGO_PKG_VERSION"));
@@ -139,6 +146,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     println!("node key: {}", identity.node.public());
     println!("author: {}", identity.author.public());
     println!("control socket: {}", socket.display());
+    let web_url = match web {
+        Some(listener) => Some(web::start(listener, store.clone(), net.clone())?),
+        None => None,
+    };
     let (downloads, downloads_inbox) = downloader::Downloads::new();
     let bulk_server = match bulk {
         Some((server, listener)) => {
@@ -173,6 +184,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         catching_up: Arc::default(),
         disk_usage: Arc::default(),
         catch_up_chunk: catch_up_chunk(),
+        web: web_url,
     };
     for entry in blocked.list() {
         net.block(entry.0, true).await?;

@@ -56,6 +56,8 @@ pub struct Ctx {
     pub disk_usage: Arc<tokio::sync::Mutex<Option<(Instant, u64)>>>,
     /// Records per store commit of a catch-up ([`CATCH_UP_CHUNK`] but in tests).
     pub catch_up_chunk: usize,
+    /// The web explorer's URL, if it is served.
+    pub web: Option<String>,
 }
 
 /// A lock per peer and family, held by the catch-up round running for them.

@@ -42,7 +42,7 @@ impl Ctx {
         {
             *refused.entry((*kind).to_owned()).or_default() += n;
         }
-        Response::NodeStatus(commons_rpc::NodeStatus {
+        Response::NodeStatus(Box::new(commons_rpc::NodeStatus {
             peer_id: status.peer_id.to_string(),
             node_key: self.node_key,
             listen_addrs: status.listen_addrs.iter().map(|a| a.to_string()).collect(),
@@ -65,7 +65,8 @@ impl Ctx {
                     next_dial_ms: b.next_dial.map(|d| d.as_millis() as u64),
                 })
                 .collect(),
-        })
+            web: self.web.clone(),
+        }))
     }
 
     /// The store's size on disk, measured at most every [`DISK_USAGE_MAX_AGE`].

@@ -112,6 +112,10 @@ pub fn status(ctx: &Ctx) -> Result<()> {
             t.push_str("listening  (no address yet)\n");
         }
         t.push_str(&format!("peers      {} connected\n", s.peers));
+        match &s.web {
+            Some(url) => t.push_str(&format!("web        {url}\n")),
+            None => t.push_str("web        not served (started with --no-web)\n"),
+        }
         for (i, b) in s.bootstrap.iter().enumerate() {
             let head = if i == 0 { "bootstrap " } else { "          " };
             let state = if b.connected {
@@ -411,6 +415,28 @@ pub fn sync(ctx: &Ctx, id: &str) -> Result<()> {
         line.replace_range(..1, "P");
         format!("{line}.")
     })
+}
+
+/// `commons web [ID]`: the URL of the daemon's web explorer, or of a commons' page on it.
+pub fn web(ctx: &Ctx, id: Option<&str>) -> Result<()> {
+    let d = ctx.daemon()?;
+    let s = d.status()?;
+    let Some(base) = s.web else {
+        return Err(
+            CliError::error("the daemon does not serve the web explorer").hint(
+                "restart commonsd without --no-web (and without `web = \"off\"` in config.toml)",
+            ),
+        );
+    };
+    let url = match id {
+        Some(id) => format!("{base}c/{}", resolve::lineage(d, id)?.lineage),
+        None => base,
+    };
+    #[derive(Serialize)]
+    struct Web<'a> {
+        url: &'a str,
+    }
+    ctx.emit(&Web { url: &url }, || format!("{url}\n"))
 }
 
 #[cfg(test)]

@@ -148,7 +148,7 @@ impl Client {
     /// Its status.
     pub fn status(&mut self) -> anyhow::Result<commons_rpc::NodeStatus> {
         match self.call(&Request::NodeStatus)? {
-            Response::NodeStatus(s) => Ok(s),
+            Response::NodeStatus(s) => Ok(*s),
             other => bail!("unexpected answer {other:?}"),
         }
     }

@@ -411,6 +411,7 @@ fn control_seeds(records: &[Record]) -> Seeds {
             failed_dials: 3,
             next_dial_ms: Some(4_000),
         }],
+        web: Some("http://127.0.0.1:7217/".into()),
     };
     let responses = [
         (
@@ -425,7 +426,7 @@ fn control_seeds(records: &[Record]) -> Seeds {
             "patches-answer",
             Response::Patches(vec![(id(1), PatchStatus::Accepted)]),
         ),
-        ("node-status", Response::NodeStatus(status)),
+        ("node-status", Response::NodeStatus(Box::new(status))),
         (
             "peers",
             Response::Peers(vec![Peer {

@@ -21,6 +21,8 @@ pub fn config_toml(data: &[u8]) {
         no_mdns: true,
         no_kademlia: true,
         no_bulk: true,
+        web: None,
+        no_web: true,
     };
     let flagged = Config::parse(text, path, &flags);
     let Ok(c) = plain else {
@@ -33,6 +35,7 @@ pub fn config_toml(data: &[u8]) {
     assert_eq!(f.listen, flags.listen, "--listen replaces the file's list");
     assert!(f.bootstrap.starts_with(&c.bootstrap) && f.bootstrap.ends_with(&flags.bootstrap));
     assert!(!f.mdns && !f.kademlia && !f.bulk);
+    assert_eq!(f.web, None, "--no-web turns the explorer off");
     assert_eq!(
         (f.sync_interval, f.blobs, f.bulk_port, f.rates),
         (c.sync_interval, c.blobs, c.bulk_port, c.rates)
@@ -75,6 +78,8 @@ fn to_toml(c: &Config) -> String {
     t.insert("blobs".into(), Value::String(blobs.into()));
     t.insert("bulk".into(), Value::Boolean(c.bulk));
     t.insert("bulk_port".into(), Value::Integer(c.bulk_port.into()));
+    let web = c.web.map_or("off".to_string(), |a| a.to_string());
+    t.insert("web".into(), Value::String(web));
     if let Some(n) = c.max_connections_per_ip {
         t.insert("max_connections_per_ip".into(), Value::Integer(n.into()));
     }

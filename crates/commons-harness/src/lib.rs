@@ -3,11 +3,14 @@
 //! daemons with.
 //!
 //! A [`Spec`] says how to start one (binary, home, bootstrap peers, flags, log file); every
-//! daemon listens on `/ip4/127.0.0.1/tcp/0` without mDNS, with `COMMONS_TEST_FAST=1` (quick
+//! daemon listens on `/ip4/127.0.0.1/tcp/0` without mDNS, serves its web explorer on
+//! `127.0.0.1:0` (unless its flags name `--web` or `--no-web`), with `COMMONS_TEST_FAST=1` (quick
 //! heartbeats, loopback-friendly limits). [`Daemon::start`] waits, with a deadline, until it
 //! prints its peer id and listening address; its standard error goes to the log file (appended,
 //! so a restart adds to it), whose end [`Daemon::log_tail`] gives when something went wrong.
 //! Signals go through `kill(1)`: the workspace has no `unsafe`.
+
+pub mod browser;
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
@@ -151,8 +154,21 @@ pub struct Daemon {
     pub peer_id: String,
     /// Its bulk blob port, if it serves one.
     pub bulk_port: Option<u16>,
+    /// Its web explorer's URL (`http://127.0.0.1:PORT/`), unless started with `--no-web`.
+    pub web: Option<String>,
     /// Its standard output, line by line, drained by a thread for the daemon's life.
     lines: Receiver<String>,
+}
+
+/// The web explorer on a port the kernel picks, unless the spec's flags say otherwise.
+fn web_flags(flags: &[String]) -> Vec<&'static str> {
+    match flags
+        .iter()
+        .any(|f| f == "--no-web" || f == "--web" || f.starts_with("--web="))
+    {
+        true => vec![],
+        false => vec!["--web", "127.0.0.1:0"],
+    }
 }
 
 impl Daemon {
@@ -163,6 +179,7 @@ impl Daemon {
             .arg("--home")
             .arg(&spec.home)
             .args(["--listen", LOOPBACK, "--no-mdns"])
+            .args(web_flags(&spec.flags))
             .env("COMMONS_TEST_FAST", "1")
             .env_remove("COMMONS_HOME")
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -197,6 +214,7 @@ impl Daemon {
             addr: String::new(),
             peer_id: String::new(),
             bulk_port: None,
+            web: None,
             lines,
         };
         d.read_startup()?;
@@ -224,6 +242,9 @@ impl Daemon {
             };
             if let Some(port) = line.strip_prefix("bulk blob port: ") {
                 self.bulk_port = port.trim().parse().ok();
+            }
+            if let Some(url) = line.strip_prefix("web explorer: ") {
+                self.web = Some(url.trim().to_owned());
             }
             if let Some(id) = line.strip_prefix("peer id: ") {
                 id.trim().clone_into(&mut self.peer_id);

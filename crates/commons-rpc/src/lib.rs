@@ -249,6 +249,9 @@ pub struct NodeStatus {
     /// The bootstrap peers, dialled again with a backoff while they cannot be reached.
     #[serde(default)]
     pub bootstrap: Vec<BootstrapPeer>,
+    /// The web explorer's URL (`None`: not served).
+    #[serde(default)]
+    pub web: Option<String>,
 }
 
 /// One bootstrap address of the node.
@@ -445,7 +448,7 @@ pub enum Response {
     /// A tree.
     Tree(Vec<(String, BlobHash)>),
     /// Node status.
-    NodeStatus(NodeStatus),
+    NodeStatus(Box<NodeStatus>),
     /// Peers.
     Peers(Vec<Peer>),
     /// The block list's entries (`did:key:…` authors and peer ids).

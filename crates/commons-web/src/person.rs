@@ -1,0 +1,80 @@
+//! A person's page: the commons a key maintains and founded, and the patches it proposed
+//! (among the newest of each commons: there is no index by author yet, so the scan is bounded).
+
+use commons_core::state::PatchStatus;
+use commons_core::{PublicKey, RecordId};
+use commons_store::Store;
+use serde::Serialize;
+
+use crate::view::{LineageRef, PAGE, PatchItem, Person, ViewError, lineage_ref, title};
+
+/// Newest patches of each lineage looked at for a person's page.
+pub const PERSON_SCAN: usize = 2_000;
+
+/// A person's page: what they maintain and founded, and what they proposed.
+#[derive(Debug, Clone, Serialize)]
+pub struct PersonView {
+    /// Who.
+    pub person: Person,
+    /// Lineages whose charter names them as a maintainer.
+    pub maintains: Vec<LineageRef>,
+    /// Lineages whose charter they signed.
+    pub founded: Vec<LineageRef>,
+    /// Their patches among the newest [`PERSON_SCAN`] of each lineage, newest first (at most
+    /// [`PAGE`]).
+    pub proposed: Vec<PatchItem>,
+    /// Whether some lineage has more patches than were looked at.
+    pub partial: bool,
+}
+
+/// Reads a person's page.
+pub fn person(store: &Store, did: &str) -> Result<PersonView, ViewError> {
+    let key: PublicKey = did
+        .parse()
+        .map_err(|_| ViewError::Bad(format!("`{did}` is not a did:key")))?;
+    let all = store.lineages()?;
+    let maintains = all
+        .iter()
+        .filter(|s| s.charter.maintainers.contains(&key))
+        .map(lineage_ref)
+        .collect();
+    let founded = all
+        .iter()
+        .filter(|s| s.founder == key)
+        .map(lineage_ref)
+        .collect();
+    let mut proposed = Vec::new();
+    let mut partial = false;
+    let mut seen = std::collections::BTreeSet::new();
+    for s in &all {
+        let ids = store.patches(&s.lineage, None)?;
+        partial |= ids.len() > PERSON_SCAN;
+        let newest: Vec<(RecordId, PatchStatus)> =
+            ids.into_iter().rev().take(PERSON_SCAN).collect();
+        for chunk in newest.chunks(500) {
+            let records = store.get_many(chunk.iter().map(|(id, _)| *id).collect())?;
+            for ((id, st), r) in chunk.iter().zip(records) {
+                let Some(r) = r else { continue };
+                let Some(p) = r.as_patch() else { continue };
+                if r.author() == key && p.lineage == s.lineage && seen.insert(*id) {
+                    proposed.push(PatchItem {
+                        id: id.to_string(),
+                        title: title(&p.message),
+                        author: r.author().into(),
+                        timestamp: r.timestamp(),
+                        status: st.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    proposed.sort_by_key(|p| std::cmp::Reverse(p.timestamp));
+    proposed.truncate(PAGE);
+    Ok(PersonView {
+        person: key.into(),
+        maintains,
+        founded,
+        proposed,
+        partial,
+    })
+}

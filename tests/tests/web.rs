@@ -1,0 +1,403 @@
+//! The web explorer in a real browser (headless Chromium over the DevTools protocol,
+//! `commons_harness::browser`): pages of real `commonsd` processes on 127.0.0.1 update live as
+//! records arrive by gossip, show diffs, validations and the fork tree; and hostile names,
+//! messages, paths, notes and files never run a script — checked through the browser (what ran),
+//! not by reading the HTML.
+//!
+//! Screenshots of the main pages go to `target/web-screenshots/` (the README shows one).
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use commons_harness::browser::{Browser, Page};
+use commons_tests::net::{Daemon, converge, wait_for};
+use commons_tests::{Person, Scene, bin, daemon_bin, shown_root as root};
+
+/// Longest wait for something to show in a page.
+const SHOW: Duration = Duration::from_secs(60);
+
+/// An 8×8 PNG.
+const PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x08, 0x08, 0x02, 0x00, 0x00, 0x00, 0x4b, 0x6d, 0x29,
+    0xdc, 0x00, 0x00, 0x00, 0x11, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0x90, 0xcb, 0x8f, 0xc1,
+    0x8a, 0x18, 0x86, 0x96, 0x04, 0x00, 0xb3, 0x92, 0x3a, 0x41, 0x61, 0xf0, 0x7d, 0xcf, 0x00, 0x00,
+    0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
+
+fn screenshots() -> PathBuf {
+    // tests/ is the package; the workspace's target/ is beside it.
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/web-screenshots")
+}
+
+fn js(s: &str) -> String {
+    serde_json::to_string(s).expect("a string serialises")
+}
+
+fn shows(page: &Page, text: &str) {
+    page.wait_until(
+        &format!("document.body.innerText.includes({})", js(text)),
+        SHOW,
+    )
+    .unwrap_or_else(|e| panic!("the page never showed {text:?}: {e}"));
+}
+
+fn web_of(d: &Daemon) -> String {
+    d.web
+        .clone()
+        .expect("the harness starts every daemon with its web explorer")
+}
+
+/// Checks `lineage` out, writes `files`, proposes with `message`; returns the patch id.
+fn propose(
+    scene: &Scene,
+    p: &Person,
+    lineage: &str,
+    files: &[(&str, &[u8])],
+    message: &str,
+) -> String {
+    let wc = scene.path(&format!(
+        "wc-{}-{}",
+        p.name,
+        blake3::hash(message.as_bytes()).to_hex()
+    ));
+    let _ = fs::remove_dir_all(&wc);
+    p.ok(["checkout", lineage, wc.to_str().expect("utf-8")]);
+    for (path, content) in files {
+        let f = wc.join(path);
+        fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
+        fs::write(f, content).expect("write");
+    }
+    p.ok(["propose", wc.to_str().expect("utf-8"), "-m", message])
+        .trim()
+        .to_owned()
+}
+
+/// Sets a mark in the page's JavaScript state: a reload would lose it.
+fn mark(page: &Page) {
+    page.eval("window.__notReloaded = true").expect("eval");
+}
+
+fn still_marked(page: &Page, what: &str) {
+    assert_eq!(
+        page.eval("window.__notReloaded === true").expect("eval"),
+        serde_json::Value::Bool(true),
+        "{what}: the page was reloaded instead of updated in place"
+    );
+}
+
+#[test]
+fn the_explorer_shows_gossiped_work_live_in_a_real_browser() {
+    let scene = Scene::new(bin!());
+    let (alice, bob) = (scene.person("alice"), scene.person("bob"));
+    let d = daemon_bin!();
+    let a = Daemon::start(&d, &alice.home, &[]);
+    let b = Daemon::start(&d, &bob.home, &[&a.addr]);
+    let garden = scene.found(
+        &alice,
+        "Seed Library",
+        &[
+            ("README.md", b"# Seed Library\n\nSeeds anyone may take.\n"),
+            ("beds/tomato.txt", b"sow in March\nwater daily\n"),
+            ("img/logo.png", PNG),
+        ],
+    );
+    bob.ok(["follow", &garden]);
+    wait_for("B to hold the commons", || root(&bob, &garden));
+    converge(&garden, &alice, &[&bob]);
+
+    let b_web = web_of(&b);
+    let url = bob.ok(["web", &garden]);
+    assert_eq!(url.trim(), format!("{b_web}c/{garden}"), "`commons web ID`");
+    assert!(
+        bob.ok(["node", "status"])
+            .contains(&format!("web        {b_web}")),
+        "`commons node status` names the explorer"
+    );
+
+    let browser = Browser::launch().unwrap_or_else(|e| panic!("{e}"));
+    let page = browser.new_page().expect("a page");
+    let shots = screenshots();
+
+    // The home page lists the commons; the commons page shows its charter and files.
+    page.goto(&b_web).expect("home");
+    shows(&page, "Seed Library");
+    shows(&page, "Peers connected");
+    page.screenshot(&shots.join("home.png"))
+        .expect("screenshot");
+    page.goto(&format!("{b_web}c/{garden}"))
+        .expect("commons page");
+    shows(&page, "CC-BY-SA-4.0");
+    shows(&page, "README.md");
+    let license = page
+        .eval("document.querySelector('dl.charter a[href^=\"https://spdx.org/licenses/\"]').href")
+        .expect("eval");
+    assert_eq!(license, "https://spdx.org/licenses/CC-BY-SA-4.0.html");
+    page.screenshot(&shots.join("commons.png"))
+        .expect("screenshot");
+
+    // A patch proposed on A appears on B's patches page without a reload.
+    page.goto(&format!("{b_web}c/{garden}/patches"))
+        .expect("patches");
+    page.wait_until("document.documentElement.dataset.live === '1'", SHOW)
+        .expect("the page subscribes to live updates");
+    mark(&page);
+    let patch = propose(
+        &scene,
+        &alice,
+        &garden,
+        &[(
+            "beds/tomato.txt",
+            b"sow in March\nwater every morning\nstake at 30 cm\n",
+        )],
+        "Tomatoes: water in the morning, stake them",
+    );
+    shows(&page, "Tomatoes: water in the morning");
+    still_marked(&page, "a gossiped patch");
+    page.screenshot(&shots.join("patches.png"))
+        .expect("screenshot");
+
+    // Its page on B: pending; alice validates on A; B's page turns accepted, in place.
+    page.goto(&format!("{b_web}p/{patch}")).expect("patch page");
+    page.wait_until("document.documentElement.dataset.live === '1'", SHOW)
+        .expect("live");
+    page.wait_until(
+        "document.querySelector('#statuses').innerText.includes('pending')",
+        SHOW,
+    )
+    .expect("pending first");
+    mark(&page);
+    alice.ok(["validate", &patch, "--accept", "-m", "Good advice, thanks"]);
+    page.wait_until(
+        "document.querySelector('#statuses').innerText.includes('accepted')",
+        SHOW,
+    )
+    .expect("the status changes without a reload");
+    shows(&page, "Good advice, thanks");
+    still_marked(&page, "a gossiped validation");
+    // The diff: removed and added lines of the changed file.
+    let del = page
+        .eval("Array.from(document.querySelectorAll('table.diff tr.del')).map(r => r.innerText).join('\\n')")
+        .expect("eval");
+    let add = page
+        .eval("Array.from(document.querySelectorAll('table.diff tr.add')).map(r => r.innerText).join('\\n')")
+        .expect("eval");
+    assert!(
+        del.as_str().is_some_and(|t| t.contains("-water daily")),
+        "{del}"
+    );
+    assert!(
+        add.as_str()
+            .is_some_and(|t| t.contains("+water every morning") && t.contains("+stake at 30 cm")),
+        "{add}"
+    );
+    page.screenshot(&shots.join("patch.png"))
+        .expect("screenshot");
+
+    // History and files (text with line numbers, the image inline).
+    page.goto(&format!("{b_web}c/{garden}/history"))
+        .expect("history");
+    shows(&page, "Tomatoes: water in the morning");
+    page.goto(&format!("{b_web}c/{garden}/files/beds/tomato.txt"))
+        .expect("a text file");
+    shows(&page, "stake at 30 cm");
+    assert_eq!(
+        page.eval("document.querySelectorAll('table.text td.n').length")
+            .expect("eval"),
+        3,
+        "one numbered row per line"
+    );
+    page.goto(&format!("{b_web}c/{garden}/files/img/logo.png"))
+        .expect("an image");
+    page.wait_until("(() => { const i = document.querySelector('img.shown'); return !!i && i.complete && i.naturalWidth === 8; })()", SHOW)
+        .expect("the image is shown inline");
+
+    // The family: two forks drawn as a graph.
+    let arid = alice
+        .ok([
+            "fork",
+            &garden,
+            "--name",
+            "Seed Library (arid)",
+            "-m",
+            "dry climates",
+        ])
+        .trim()
+        .to_owned();
+    alice.ok([
+        "fork",
+        &garden,
+        "--name",
+        "Seed Library (alpine)",
+        "-m",
+        "mountains",
+    ]);
+    page.goto(&format!("{}c/{arid}/family", web_of(&a)))
+        .expect("family");
+    page.wait_until(
+        "document.querySelectorAll('svg.family g.lineage').length === 3",
+        SHOW,
+    )
+    .expect("three lineages drawn");
+    assert_eq!(
+        page.eval("document.querySelectorAll('svg.family path.edge').length")
+            .expect("eval"),
+        2,
+        "one edge per fork"
+    );
+    assert_eq!(
+        page.eval("document.querySelector('svg.family g.here').dataset.lineage")
+            .expect("eval"),
+        arid.as_str(),
+        "the lineage asked about is marked"
+    );
+    page.screenshot(&shots.join("family.png"))
+        .expect("screenshot");
+
+    // The JSON API mirrors the pages.
+    let api = page
+        .eval(&format!(
+            "fetch('/api/c/{arid}/family').then(r => r.json()).then(j => j.lineages.length)"
+        ))
+        .expect("eval");
+    assert_eq!(api, 3);
+    assert!(
+        page.dialogs().is_empty() && page.exceptions().is_empty(),
+        "{:?} {:?}",
+        page.dialogs(),
+        page.exceptions()
+    );
+}
+
+#[test]
+fn hostile_content_never_runs_in_the_explorer() {
+    let scene = Scene::new(bin!());
+    let mallory = scene.person("mallory");
+    let d = daemon_bin!();
+    let m = Daemon::start(&d, &mallory.home, &[]);
+    let web = web_of(&m);
+    // Every payload sets window.__pwned (and opens a dialog) if it ever runs.
+    let name = "<script>window.__pwned='name';alert('name')</script>";
+    let evil_path = "<img src=x onerror=\"window.__pwned='path';alert('path')\">.txt";
+    let svg = br#"<svg xmlns="http://www.w3.org/2000/svg" onload="window.__pwned='svg';alert('svg')"><script>window.__pwned='svg2'</script><circle r="4"/></svg>"#;
+    let html = b"<html><body><script>window.__pwned='html';alert('html')</script></body></html>";
+    let lineage = scene.found(
+        &mallory,
+        name,
+        &[
+            ("evil.svg", svg),
+            ("evil.html", html),
+            (evil_path, b"<script>window.__pwned='content'</script>\n"),
+        ],
+    );
+    let message = "<img src=x onerror=\"window.__pwned='message';alert('message')\"> fix";
+    let patch = propose(
+        &scene,
+        &mallory,
+        &lineage,
+        &[("evil.js", b"window.__pwned='js'; alert('js');\n")],
+        message,
+    );
+    mallory.ok([
+        "validate",
+        &patch,
+        "--accept",
+        "-m",
+        "<script>window.__pwned='note'</script>",
+    ]);
+
+    let browser = Browser::launch().unwrap_or_else(|e| panic!("{e}"));
+    let page = browser.new_page().expect("a page");
+    let pages = [
+        String::new(),
+        format!("c/{lineage}"),
+        format!("c/{lineage}/patches"),
+        format!("c/{lineage}/history"),
+        format!("c/{lineage}/family"),
+        format!("p/{patch}"),
+        format!("c/{lineage}/files/evil.svg"),
+        format!("c/{lineage}/files/evil.html"),
+        format!("c/{lineage}/files/evil.js"),
+        format!(
+            "c/{lineage}/files/{}",
+            commons_web::pages::url_component(evil_path)
+        ),
+    ];
+    for p in &pages {
+        page.goto(&format!("{web}{p}")).expect("a page loads");
+        page.wait_until("document.readyState === 'complete'", SHOW)
+            .expect("loaded");
+        assert_eq!(
+            page.eval("typeof window.__pwned").expect("eval"),
+            "undefined",
+            "/{p}: a payload ran"
+        );
+    }
+    // The payloads are shown as text.
+    page.goto(&format!("{web}p/{patch}")).expect("patch");
+    shows(&page, message);
+    shows(&page, "<script>window.__pwned='note'</script>");
+    page.goto(&format!("{web}c/{lineage}")).expect("commons");
+    shows(&page, name);
+    shows(&page, evil_path);
+    page.goto(&format!("{web}c/{lineage}/files/evil.svg"))
+        .expect("svg as text");
+    shows(&page, "<svg xmlns=");
+    // Blobs a browser would run are never served as documents or images of this origin.
+    let svg_hash = commons_core::BlobHash::of(svg).to_hex();
+    for q in ["", "?view=image"] {
+        let headers = page
+            .eval(&format!(
+                "fetch('/blob/{svg_hash}{q}').then(r => r.headers.get('content-type') + '|' + r.headers.get('content-disposition') + '|' + r.headers.get('content-security-policy'))"
+            ))
+            .expect("eval");
+        let h = headers.as_str().unwrap_or_default();
+        assert!(
+            h.starts_with("application/octet-stream|attachment") && h.contains("sandbox"),
+            "/blob/{svg_hash}{q}: {h}"
+        );
+    }
+    // An SVG loaded as an image (where a browser runs no script anyway) is refused as one.
+    let loaded = page
+        .eval(&format!(
+            "new Promise(ok => {{ const i = new Image(); i.onload = () => ok('loaded'); i.onerror = () => ok('refused'); i.src = '/blob/{svg_hash}?view=image'; }})"
+        ))
+        .expect("eval");
+    assert_eq!(loaded, "refused");
+    // Every page carries the strict policy.
+    let csp = page
+        .eval("fetch('/').then(r => r.headers.get('content-security-policy'))")
+        .expect("eval");
+    assert_eq!(csp, commons_web::CSP);
+    assert_eq!(
+        page.eval("typeof window.__pwned").expect("eval"),
+        "undefined"
+    );
+    assert!(
+        page.dialogs().is_empty(),
+        "dialogs opened: {:?}",
+        page.dialogs()
+    );
+
+    // A request with a foreign Host (DNS rebinding) is refused; a write method too.
+    let port = web
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).expect("connect");
+    use std::io::{Read, Write};
+    s.write_all(b"GET / HTTP/1.1\r\nHost: evil.example:80\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).expect("read");
+    assert!(reply.starts_with("HTTP/1.1 421"), "{reply}");
+    let mut s = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).expect("connect");
+    s.write_all(
+        format!("POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .expect("write");
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).expect("read");
+    assert!(reply.starts_with("HTTP/1.1 405"), "{reply}");
+}
