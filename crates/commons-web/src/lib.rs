@@ -12,7 +12,8 @@
 //!   inline script, no plugins, no framing); blobs are served as `application/octet-stream`
 //!   attachments (raster images alone, recognised by their first bytes, inline, under a
 //!   `sandbox` policy), so HTML, SVG or JavaScript in a commons never runs in the node's origin.
-//! - **Bounds**: only GET and HEAD; URIs up to [`MAX_URI`] bytes; at most [`MAX_IN_FLIGHT`]
+//! - **Bounds**: at most [`MAX_CONNECTIONS`] connections open; only GET and HEAD; URIs up to
+//!   [`MAX_URI`] bytes; at most [`MAX_IN_FLIGHT`]
 //!   requests served at once and [`MAX_EVENT_STREAMS`] event streams (more get 503); every list
 //!   paginated or capped (`view.rs`), text and diffs capped (`content.rs`); blobs streamed in
 //!   64 KiB chunks.
@@ -166,7 +167,78 @@ pub async fn serve(
     node: watch::Receiver<NodeInfo>,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    axum::serve(listener, router(store, node, addr)).await
+    let limited = Limited {
+        inner: listener,
+        open: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+    };
+    axum::serve(limited, router(store, node, addr)).await
+}
+
+/// Connections open at once; the next waits in the kernel's backlog until one closes.
+pub const MAX_CONNECTIONS: usize = 512;
+
+/// A listener that holds at most [`MAX_CONNECTIONS`] connections open.
+struct Limited {
+    inner: tokio::net::TcpListener,
+    open: Arc<Semaphore>,
+}
+
+/// A connection with its place among the open ones (given back when it is dropped).
+struct Counted {
+    io: tokio::net::TcpStream,
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl axum::serve::Listener for Limited {
+    type Io = Counted;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Counted, SocketAddr) {
+        let place = match self.open.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => std::future::pending().await,
+        };
+        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        (Counted { io, _place: place }, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// Method, URI and `Host` checks, the in-flight bound, and the security headers.
