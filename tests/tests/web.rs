@@ -194,11 +194,33 @@ fn the_explorer_shows_gossiped_work_live_in_a_real_browser() {
     );
     page.screenshot(&shots.join("patch.png"))
         .expect("screenshot");
+    // Side by side: the removed line on the left, the added ones on the right.
+    page.goto(&format!("{b_web}p/{patch}?view=split"))
+        .expect("side by side");
+    let left = page
+        .eval("Array.from(document.querySelectorAll('table.diff.split td.del.old')).map(c => c.innerText).join('|')")
+        .expect("eval");
+    let right = page
+        .eval("Array.from(document.querySelectorAll('table.diff.split td.add.new')).map(c => c.innerText).join('|')")
+        .expect("eval");
+    assert_eq!(left, "water daily");
+    assert_eq!(right, "water every morning|stake at 30 cm");
 
-    // History and files (text with line numbers, the image inline).
+    // History and files (text with line numbers, the image inline), now and at the first patch.
     page.goto(&format!("{b_web}c/{garden}/history"))
         .expect("history");
     shows(&page, "Tomatoes: water in the morning");
+    let first = page
+        .eval("fetch('/api/c/' + location.pathname.split('/')[2] + '/history').then(r => r.json()).then(h => h.items[h.items.length - 1].patch.id)")
+        .expect("eval");
+    let first = first.as_str().expect("a patch id").to_owned();
+    page.goto(&format!(
+        "{b_web}c/{garden}/files/beds/tomato.txt?at={first}"
+    ))
+    .expect("the file at the first patch");
+    shows(&page, "water daily");
+    page.wait_until("document.querySelector('#at') !== null && !document.body.innerText.includes('stake at 30 cm')", SHOW)
+        .expect("the file as it was, and says so");
     page.goto(&format!("{b_web}c/{garden}/files/beds/tomato.txt"))
         .expect("a text file");
     shows(&page, "stake at 30 cm");

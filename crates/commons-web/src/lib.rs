@@ -23,6 +23,7 @@
 
 pub mod content;
 pub mod family;
+pub mod files;
 pub mod pages;
 pub mod person;
 pub mod view;
@@ -423,17 +424,26 @@ async fn history_page(State(a): State<App>, (Path(id), Query(q)): IdQuery) -> Re
 async fn history_api(State(a): State<App>, (Path(id), Query(q)): IdQuery) -> Response {
     json(a, move |s| view::history(s, &id, q.page.unwrap_or(1))).await
 }
-async fn root_page(State(a): State<App>, Path(id): Id) -> Response {
-    html(a, move |s| view::files(s, &id, ""), pages::files).await
+#[derive(Debug, Default, Deserialize)]
+struct AtQuery {
+    at: Option<String>,
 }
-async fn root_api(State(a): State<App>, Path(id): Id) -> Response {
-    json(a, move |s| view::files(s, &id, "")).await
+
+type PathAt = (Path<(String, String)>, Query<AtQuery>);
+
+async fn root_page(State(a): State<App>, (Path(id), Query(q)): (Id, Query<AtQuery>)) -> Response {
+    let read = move |s: &Store| files::files(s, &id, "", q.at.as_deref());
+    html(a, read, pages::files).await
 }
-async fn files_page(State(a): State<App>, Path((id, path)): Path<(String, String)>) -> Response {
-    html(a, move |s| view::files(s, &id, &path), pages::files).await
+async fn root_api(State(a): State<App>, (Path(id), Query(q)): (Id, Query<AtQuery>)) -> Response {
+    json(a, move |s| files::files(s, &id, "", q.at.as_deref())).await
 }
-async fn files_api(State(a): State<App>, Path((id, path)): Path<(String, String)>) -> Response {
-    json(a, move |s| view::files(s, &id, &path)).await
+async fn files_page(State(a): State<App>, (Path((id, path)), Query(q)): PathAt) -> Response {
+    let read = move |s: &Store| files::files(s, &id, &path, q.at.as_deref());
+    html(a, read, pages::files).await
+}
+async fn files_api(State(a): State<App>, (Path((id, path)), Query(q)): PathAt) -> Response {
+    json(a, move |s| files::files(s, &id, &path, q.at.as_deref())).await
 }
 async fn family_page(State(a): State<App>, Path(id): Id) -> Response {
     let render = |f: &family::FamilyView| pages::family(f, &family::svg(f));
@@ -442,8 +452,18 @@ async fn family_page(State(a): State<App>, Path(id): Id) -> Response {
 async fn family_api(State(a): State<App>, Path(id): Id) -> Response {
     json(a, move |s| family::family(s, &id)).await
 }
-async fn patch_page(State(a): State<App>, Path(id): Id) -> Response {
-    html(a, move |s| view::patch(s, &id), pages::patch).await
+#[derive(Debug, Default, Deserialize)]
+struct DiffQuery {
+    view: Option<String>,
+}
+
+async fn patch_page(
+    State(a): State<App>,
+    (Path(id), Query(q)): (Id, Query<DiffQuery>),
+) -> Response {
+    let split = q.view.as_deref() == Some("split");
+    let render = move |p: &view::PatchView| pages::patch(p, split);
+    html(a, move |s| view::patch(s, &id), render).await
 }
 async fn patch_api(State(a): State<App>, Path(id): Id) -> Response {
     json(a, move |s| view::patch(s, &id)).await

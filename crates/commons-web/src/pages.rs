@@ -5,11 +5,10 @@
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use crate::content::{Content, Diff};
+use crate::content::{Content, Diff, DiffLine};
 use crate::family::FamilyView;
-use crate::view::{
-    CommonsView, Entry, FilesView, HistoryView, Home, PatchItem, PatchList, PatchView, Person,
-};
+use crate::files::FilesView;
+use crate::view::{CommonsView, Entry, HistoryView, Home, PatchItem, PatchList, PatchView, Person};
 
 /// The frame around every page.
 pub fn layout(title: &str, body: Markup) -> Markup {
@@ -135,14 +134,15 @@ fn commons_nav(id: &str, here: &str) -> Markup {
     }
 }
 
-fn entries(lineage: &str, list: &[Entry], total: usize) -> Markup {
+fn entries(lineage: &str, list: &[Entry], total: usize, at: Option<&str>) -> Markup {
+    let q = at.map(|a| format!("?at={a}")).unwrap_or_default();
     html! {
         table.list.files {
             tbody {
                 @for e in list {
                     tr {
                         td {
-                            a href=(format!("/c/{lineage}/files/{}", url_path(&e.path))) {
+                            a href=(format!("/c/{lineage}/files/{}{q}", url_path(&e.path))) {
                                 (e.name) @if e.dir { "/" }
                             }
                         }
@@ -207,7 +207,7 @@ pub fn commons(c: &CommonsView) -> Markup {
                 dt { "Files" } dd { (c.files) }
             }
             h2 { "Files" }
-            (entries(id, &c.tree, c.tree_total))
+            (entries(id, &c.tree, c.tree_total, None))
         },
     )
 }
@@ -295,6 +295,7 @@ pub fn history(h: &HistoryView) -> Markup {
                             td { (i.n) }
                             td { a href=(format!("/p/{}", i.patch.id)) { (i.patch.title) } }
                             td { span class=(format!("status {}", i.outcome)) { (i.outcome) } }
+                            td { a.at href=(format!("/c/{id}/files?at={}", i.patch.id)) { "files" } }
                             td { (who(&i.patch.author)) }
                             td { (time(i.patch.timestamp)) }
                         }
@@ -304,6 +305,77 @@ pub fn history(h: &HistoryView) -> Markup {
             (pager(&format!("/c/{id}/history"), h.page, h.pages))
         },
     )
+}
+
+/// One row of a side-by-side diff: the old line and the new line (either may be absent).
+type SplitRow<'a> = (Option<&'a DiffLine>, Option<&'a DiffLine>);
+
+/// Pairs a unified diff's lines for two columns: context on both sides, each run of removed
+/// lines beside the run of added lines that follows it. `None` is an elision.
+fn split_rows(lines: &[Option<DiffLine>]) -> Vec<Option<SplitRow<'_>>> {
+    let mut rows = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        match &lines[i] {
+            None => {
+                rows.push(None);
+                i += 1;
+            }
+            Some(l) if l.tag == ' ' => {
+                rows.push(Some((Some(l), Some(l))));
+                i += 1;
+            }
+            Some(_) => {
+                let mut dels = Vec::new();
+                let mut adds = Vec::new();
+                while let Some(Some(l)) = lines.get(i) {
+                    match l.tag {
+                        '-' if adds.is_empty() => dels.push(l),
+                        '+' => adds.push(l),
+                        _ => break,
+                    }
+                    i += 1;
+                }
+                for k in 0..dels.len().max(adds.len()) {
+                    rows.push(Some((dels.get(k).copied(), adds.get(k).copied())));
+                }
+            }
+        }
+    }
+    rows
+}
+
+fn diff_split(d: &Diff) -> Markup {
+    let Diff::Lines(lines) = d else {
+        return diff(d);
+    };
+    let cell = |l: Option<&DiffLine>, n: Option<usize>, side: &'static str| {
+        let class = match l.map(|l| l.tag) {
+            Some('-') => "del",
+            Some('+') => "add",
+            Some(_) => "ctx",
+            None => "none",
+        };
+        html! {
+            td.n class=(class) { @if let Some(n) = n { (n) } }
+            td class=(format!("{class} {side}")) { @if let Some(l) = l { pre { (l.text) } } }
+        }
+    };
+    html! {
+        table.diff.split {
+            tbody {
+                @for row in split_rows(lines) {
+                    @match row {
+                        None => tr.gap { td {} td { "⋯" } td {} td { "⋯" } },
+                        Some((old, new)) => tr {
+                            (cell(old, old.and_then(|l| l.old), "old"))
+                            (cell(new, new.and_then(|l| l.new), "new"))
+                        },
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn diff(d: &Diff) -> Markup {
@@ -328,8 +400,8 @@ fn diff(d: &Diff) -> Markup {
     }
 }
 
-/// A patch's page.
-pub fn patch(p: &PatchView) -> Markup {
+/// A patch's page, its diffs unified or side by side.
+pub fn patch(p: &PatchView, split: bool) -> Markup {
     let title = p.message.lines().next().unwrap_or("(no message)");
     layout(
         title,
@@ -373,11 +445,16 @@ pub fn patch(p: &PatchView) -> Markup {
                 }
             }
             h2 { "Changes" }
+            nav.filter #diff-view {
+                "Diff: "
+                a href=(format!("/p/{}", p.id)) class=[(!split).then_some("here")] { "unified" } " "
+                a href=(format!("/p/{}?view=split", p.id)) class=[split.then_some("here")] { "side by side" }
+            }
             @for c in &p.changes {
                 section.change {
                     h3 { span class=(format!("kind {}", c.kind)) { (c.kind) } " " code { (c.path) } }
                     @if let Some(b) = &c.after { p { a href=(format!("/blob/{b}")) { "download" } } }
-                    (diff(&c.diff))
+                    @if split { (diff_split(&c.diff)) } @else { (diff(&c.diff)) }
                 }
             }
         },
@@ -396,18 +473,27 @@ pub fn files(f: &FilesView) -> Markup {
         acc.push_str(part);
         crumbs.push((acc.clone(), part.to_string()));
     }
+    let at = f.at.as_ref().map(|a| a.id.as_str());
+    let q = at.map(|a| format!("?at={a}")).unwrap_or_default();
     layout(
         &format!("{} — {}", f.path, f.lineage.name),
         html! {
             h1 { (f.lineage.name) }
             (commons_nav(id, "/files"))
+            @if let Some(a) = &f.at {
+                p.notice #at {
+                    "The files as they were after patch " a href=(format!("/p/{}", a.id)) { code { (short(&a.id)) } }
+                    " (" (a.n) " of " (a.of) " in the accepted history). "
+                    a href=(format!("/c/{id}/files/{}", url_path(&f.path))) { "See them now." }
+                }
+            }
             nav.crumbs {
                 @for (path, name) in &crumbs {
-                    a href=(format!("/c/{id}/files/{}", url_path(path))) { (name) } " / "
+                    a href=(format!("/c/{id}/files/{}{q}", url_path(path))) { (name) } " / "
                 }
             }
             @match &f.file {
-                None => (entries(id, &f.entries, f.total)),
+                None => (entries(id, &f.entries, f.total, at)),
                 Some(file) => {
                     p { code { (file.blob) } " " a href=(format!("/blob/{}", file.blob)) { "download" } }
                     @match &file.content {

@@ -15,7 +15,7 @@ use commons_store::{LineageSummary, Store, StoreError};
 use serde::Serialize;
 
 use crate::NodeInfo;
-use crate::content::{self, Content};
+use crate::content;
 
 /// Items per page of a list.
 pub const PAGE: usize = 50;
@@ -170,7 +170,7 @@ pub struct Entry {
 }
 
 /// The entries directly below `dir` ("" for the root) of a tree, directories first.
-fn list_dir(tree: &BTreeMap<String, BlobHash>, dir: &str) -> (Vec<Entry>, usize) {
+pub(crate) fn list_dir(tree: &BTreeMap<String, BlobHash>, dir: &str) -> (Vec<Entry>, usize) {
     let prefix = if dir.is_empty() {
         String::new()
     } else {
@@ -642,61 +642,5 @@ pub fn patch(store: &Store, id: &str) -> Result<PatchView> {
         validations,
         statuses,
         taken_by_forks,
-    })
-}
-
-/// A path of a lineage's canonical tree: a directory listing or a file.
-#[derive(Debug, Clone, Serialize)]
-pub struct FilesView {
-    /// Whose tree.
-    pub lineage: LineageRef,
-    /// The path ("" for the root).
-    pub path: String,
-    /// The entries of a directory.
-    pub entries: Vec<Entry>,
-    /// Entries of the directory in all (more than `entries` when capped).
-    pub total: usize,
-    /// The file at `path`, if it is one.
-    pub file: Option<FileView>,
-}
-
-/// A file.
-#[derive(Debug, Clone, Serialize)]
-pub struct FileView {
-    /// Its blob.
-    pub blob: String,
-    /// What can be shown of it.
-    pub content: Content,
-}
-
-/// Reads a path of a lineage's canonical tree.
-pub fn files(store: &Store, id: &str, path: &str) -> Result<FilesView> {
-    let s = summary(store, id)?;
-    let path = path.trim_matches('/');
-    let tree = store.tree(&s.lineage)?;
-    if let Some(blob) = tree.get(path) {
-        return Ok(FilesView {
-            lineage: lineage_ref(&s),
-            path: path.to_string(),
-            entries: Vec::new(),
-            total: 0,
-            file: Some(FileView {
-                blob: blob.to_string(),
-                content: content::read(store.blobs(), blob),
-            }),
-        });
-    }
-    let (entries, total) = list_dir(&tree, path);
-    if total == 0 && !path.is_empty() {
-        return Err(ViewError::NotFound(format!(
-            "no file or directory `{path}` in this commons"
-        )));
-    }
-    Ok(FilesView {
-        lineage: lineage_ref(&s),
-        path: path.to_string(),
-        entries,
-        total,
-        file: None,
     })
 }
