@@ -146,8 +146,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     println!("node key: {}", identity.node.public());
     println!("author: {}", identity.author.public());
     println!("control socket: {}", socket.display());
+    let activity = Arc::new(commons_web::activity::Activity::default());
     let web_url = match web {
-        Some(listener) => Some(web::start(listener, store.clone(), net.clone())?),
+        Some(listener) => Some(web::start(
+            listener,
+            store.clone(),
+            net.clone(),
+            activity.clone(),
+        )?),
         None => None,
     };
     let (downloads, downloads_inbox) = downloader::Downloads::new();
@@ -185,6 +191,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         disk_usage: Arc::default(),
         catch_up_chunk: catch_up_chunk(),
         web: web_url,
+        activity,
     };
     for entry in blocked.list() {
         net.block(entry.0, true).await?;

@@ -58,6 +58,8 @@ pub struct Ctx {
     pub catch_up_chunk: usize,
     /// The web explorer's URL, if it is served.
     pub web: Option<String>,
+    /// The records stored lately, for the explorer's home page.
+    pub activity: Arc<commons_web::activity::Activity>,
 }
 
 /// A lock per peer and family, held by the catch-up round running for them.
@@ -297,6 +299,7 @@ impl Ctx {
                         .cloned()
                         .collect();
                     self.reconcile.stored(&fresh);
+                    self.activity.stored(&fresh);
                 }
                 n
             }

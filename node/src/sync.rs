@@ -396,6 +396,7 @@ impl Ctx {
                         .filter(|r| fresh.contains(&r.id()))
                         .collect();
                     self.reconcile.stored(&stored);
+                    self.activity.stored(&stored);
                 }
                 self.downloads.want(from, wanted);
             }

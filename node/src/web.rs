@@ -16,6 +16,7 @@ pub fn start(
     listener: tokio::net::TcpListener,
     store: Store,
     net: NetHandle,
+    activity: std::sync::Arc<commons_web::activity::Activity>,
 ) -> anyhow::Result<String> {
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}/");
@@ -44,7 +45,7 @@ pub fn start(
         }
     });
     tokio::spawn(async move {
-        if let Err(e) = commons_web::serve(listener, store, rx).await {
+        if let Err(e) = commons_web::serve(listener, store, rx, activity).await {
             tracing::error!(target: "commons_node", error = %e, "the web explorer stopped");
         }
     });

@@ -235,6 +235,14 @@ fn the_explorer_shows_gossiped_work_live_in_a_real_browser() {
     page.wait_until("(() => { const i = document.querySelector('img.shown'); return !!i && i.complete && i.naturalWidth === 8; })()", SHOW)
         .expect("the image is shown inline");
 
+    // B's home page lists what arrived by gossip, the patch and its validation.
+    page.goto(&b_web).expect("home again");
+    page.wait_until(
+        "(() => { const a = document.querySelector('#activity').innerText; return a.includes('Tomatoes: water in the morning') && a.includes('accept: Good advice, thanks'); })()",
+        SHOW,
+    )
+    .expect("recent activity");
+
     // The family: two forks drawn as a graph.
     let arid = alice
         .ok([

@@ -22,6 +22,7 @@ pub mod reconcile_bench;
 pub mod records;
 pub mod scale;
 pub mod store;
+pub mod web_bench;
 
 pub use commons_store::home::dir_size;
 use std::fmt::Write as _;
@@ -59,12 +60,15 @@ pub enum Scenario {
     Catchup,
     /// Propagation between two `commonsd` while a peer floods one with content it withholds.
     Hostile,
+    /// The web explorer's commons and patches pages under concurrent clients, against a static
+    /// file of the same size from the same server.
+    Web,
 }
 
 impl Scenario {
     /// The scenarios `all` runs. The in-process ones come first; `state` runs before `fork`
     /// because they share the long history.
-    pub const ORDER: [Scenario; 11] = [
+    pub const ORDER: [Scenario; 12] = [
         Scenario::Reconcile,
         Scenario::Ingest,
         Scenario::State,
@@ -76,6 +80,7 @@ impl Scenario {
         Scenario::Blobs,
         Scenario::Catchup,
         Scenario::Hostile,
+        Scenario::Web,
     ];
 
     /// The name used on the command line and in the table.
@@ -94,6 +99,7 @@ impl Scenario {
             Scenario::Blobs => "blobs",
             Scenario::Catchup => "catchup",
             Scenario::Hostile => "hostile",
+            Scenario::Web => "web",
         }
     }
 }
@@ -135,6 +141,8 @@ pub struct Opts {
     pub catchup_patches: usize,
     /// MiB of files in that commons, spread evenly over the patches.
     pub catchup_mib: u64,
+    /// Concurrent clients in `web`, each on its own connection.
+    pub web_clients: usize,
 }
 
 impl Default for Opts {
@@ -157,6 +165,7 @@ impl Default for Opts {
             quiet: false,
             catchup_patches: 10_000,
             catchup_mib: 200,
+            web_clients: 50,
         }
     }
 }
@@ -286,6 +295,7 @@ pub fn run(scenario: Scenario, opts: &Opts) -> Vec<Row> {
             Scenario::Catchup => catchup::run(opts),
             Scenario::Hostile => hostile::run(opts),
             Scenario::Million => million::run(opts),
+            Scenario::Web => web_bench::run(opts),
             Scenario::All => Ok(vec![]),
         };
         match result {

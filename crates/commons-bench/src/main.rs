@@ -59,6 +59,9 @@ struct Args {
     /// MiB of files in the commons of `catchup`, spread evenly over its patches.
     #[arg(long, default_value_t = Opts::default().catchup_mib)]
     catchup_mib: u64,
+    /// Concurrent clients in `web`, each on its own connection.
+    #[arg(long, default_value_t = Opts::default().web_clients)]
+    web_clients: usize,
     /// The `commonsd` binary (default: next to this executable).
     #[arg(long, value_name = "PATH")]
     commonsd: Option<PathBuf>,
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
         quiet: a.quiet,
         catchup_patches: a.catchup_patches,
         catchup_mib: a.catchup_mib,
+        web_clients: a.web_clients,
     };
     let rows = commons_bench::run(a.scenario, &opts);
     if a.json {

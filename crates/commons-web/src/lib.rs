@@ -21,6 +21,7 @@
 //!   `localhost`) is refused, so a web page elsewhere cannot read the node through a name that
 //!   resolves to 127.0.0.1.
 
+pub mod activity;
 pub mod content;
 pub mod family;
 pub mod files;
@@ -87,6 +88,7 @@ pub struct NodeInfo {
 struct App {
     store: Store,
     node: watch::Receiver<NodeInfo>,
+    activity: Arc<activity::Activity>,
     epoch: watch::Receiver<u64>,
     in_flight: Arc<Semaphore>,
     streams: Arc<Semaphore>,
@@ -95,7 +97,12 @@ struct App {
 }
 
 /// The router of the explorer over `store`, for a server bound to `addr`.
-pub fn router(store: Store, node: watch::Receiver<NodeInfo>, addr: SocketAddr) -> Router {
+pub fn router(
+    store: Store,
+    node: watch::Receiver<NodeInfo>,
+    activity: Arc<activity::Activity>,
+    addr: SocketAddr,
+) -> Router {
     let (epoch_tx, epoch) = watch::channel(store.epoch());
     let watched = store.clone();
     tokio::spawn(async move {
@@ -122,6 +129,7 @@ pub fn router(store: Store, node: watch::Receiver<NodeInfo>, addr: SocketAddr) -
     let app = App {
         store,
         node,
+        activity,
         epoch,
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
@@ -166,13 +174,14 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Store,
     node: watch::Receiver<NodeInfo>,
+    activity: Arc<activity::Activity>,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     let limited = Limited {
         inner: listener,
         open: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
     };
-    axum::serve(limited, router(store, node, addr)).await
+    axum::serve(limited, router(store, node, activity, addr)).await
 }
 
 /// Connections open at once; the next waits in the kernel's backlog until one closes.
@@ -395,11 +404,13 @@ type IdQuery = (Path<String>, Query<ListQuery>);
 
 async fn home_page(State(a): State<App>) -> Response {
     let node = a.node.borrow().clone();
-    html(a, move |s| view::home(s, node), pages::home).await
+    let recent = a.activity.recent(view::RECENT);
+    html(a, move |s| view::home(s, node, recent), pages::home).await
 }
 async fn home_api(State(a): State<App>) -> Response {
     let node = a.node.borrow().clone();
-    json(a, move |s| view::home(s, node)).await
+    let recent = a.activity.recent(view::RECENT);
+    json(a, move |s| view::home(s, node, recent)).await
 }
 async fn commons_page(State(a): State<App>, Path(id): Id) -> Response {
     html(a, move |s| view::commons(s, &id), pages::commons).await

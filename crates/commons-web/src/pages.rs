@@ -104,6 +104,22 @@ pub fn home(h: &Home) -> Markup {
                     }
                 }
             }
+            h2 { "Recent activity" }
+            @if h.activity.is_empty() { p { "Nothing has arrived since this node started." } }
+            ul #activity {
+                @for a in &h.activity {
+                    li {
+                        span class=(format!("kind {}", a.kind)) { (a.kind) } " "
+                        @match (a.kind.as_str(), &a.patch) {
+                            ("charter", _) => a href=(format!("/c/{}", a.id)) { (a.title) },
+                            ("validation", Some(p)) => a href=(format!("/p/{p}")) { (a.title) },
+                            _ => a href=(format!("/p/{}", a.id)) { (a.title) },
+                        }
+                        " in " a href=(format!("/c/{}", a.lineage)) { (a.lineage_name.as_deref().unwrap_or("a commons not held here")) }
+                        " by " (who(&a.author)) " · " (time(a.timestamp))
+                    }
+                }
+            }
             h2 { "This node" }
             dl #node {
                 dt { "Version" } dd { (h.node.version) }

@@ -110,11 +110,16 @@ pub struct CommonsItem {
     pub created: u64,
 }
 
+/// Entries of recent activity on the home page.
+pub const RECENT: usize = 20;
+
 /// The home page.
 #[derive(Debug, Clone, Serialize)]
 pub struct Home {
     /// The node.
     pub node: NodeInfo,
+    /// The newest records this node stored since it started, newest first.
+    pub activity: Vec<crate::activity::ActivityEntry>,
     /// Records stored.
     pub records: u64,
     /// Every commons held, followed first, then newest first.
@@ -122,9 +127,19 @@ pub struct Home {
 }
 
 /// Reads the home page.
-pub fn home(store: &Store, node: NodeInfo) -> Result<Home> {
-    let mut commons: Vec<CommonsItem> = store
-        .lineages()?
+pub fn home(
+    store: &Store,
+    node: NodeInfo,
+    mut activity: Vec<crate::activity::ActivityEntry>,
+) -> Result<Home> {
+    let all = store.lineages()?;
+    for a in &mut activity {
+        a.lineage_name = all
+            .iter()
+            .find(|s| s.lineage.to_string() == a.lineage)
+            .map(|s| s.charter.name.clone());
+    }
+    let mut commons: Vec<CommonsItem> = all
         .iter()
         .map(|s| CommonsItem {
             lineage: lineage_ref(s),
@@ -142,6 +157,7 @@ pub fn home(store: &Store, node: NodeInfo) -> Result<Home> {
     Ok(Home {
         records: store.record_count()?,
         node,
+        activity,
         commons,
     })
 }
