@@ -243,6 +243,14 @@ fn the_explorer_shows_gossiped_work_live_in_a_real_browser() {
     )
     .expect("recent activity");
 
+    // Alice's page: what she maintains, proposed and validated.
+    page.goto(&format!("{b_web}person/{}", alice.did())).expect("a person");
+    page.wait_until(
+        "(() => { const t = document.body.innerText; return t.includes('Seed Library') && document.querySelector('table.patches').innerText.includes('Tomatoes') && document.querySelector('#validated').innerText.includes('Good advice, thanks'); })()",
+        SHOW,
+    )
+    .expect("maintains, proposed, validated");
+
     // The family: two forks drawn as a graph.
     let arid = alice
         .ok([

@@ -589,9 +589,22 @@ pub fn person(p: &crate::person::PersonView) -> Markup {
             p { code { (p.person.did) } }
             h2 { "Maintains" } (list(&p.maintains))
             h2 { "Founded" } (list(&p.founded))
+            @if p.partial { p.notice { "Some commons hold more patches than this page looks at (2 000 each): what follows is a part." } }
             h2 { "Proposed" }
-            @if p.partial { p { "Among the newest patches of each commons." } }
             (patch_rows(&p.proposed))
+            h2 { "Validated" }
+            @if p.validated.is_empty() { p { "None." } }
+            ul #validated {
+                @for v in &p.validated {
+                    li {
+                        span class=(format!("verdict {}", v.verdict)) { (v.verdict) } " "
+                        a href=(format!("/p/{}", v.patch.id)) { (v.patch.title) }
+                        " in " a href=(format!("/c/{}", v.lineage.id)) { (v.lineage.name) }
+                        " on " (time(v.timestamp))
+                        @if !v.note.is_empty() { blockquote { (v.note) } }
+                    }
+                }
+            }
         },
     )
 }

@@ -351,7 +351,7 @@ pub struct PatchList {
     pub pages: usize,
     /// Patches matching.
     pub total: usize,
-    /// This page's patches, newest first.
+    /// This page's patches, in descending id order.
     pub items: Vec<PatchItem>,
 }
 
@@ -395,8 +395,8 @@ pub fn patches(store: &Store, id: &str, status: Option<&str>, page: usize) -> Re
         None => None,
     };
     let mut all = store.patches(&s.lineage, status)?;
-    // Newest first: records carry their time, but the list is by id; order the page's worth
-    // after reading, and the whole list by id descending so pages are stable.
+    // The store lists patches by id; descending, so pages are stable as patches arrive (a list
+    // by date would need an index by time).
     all.reverse();
     let (slice, page, pages) = page_of(&all, page);
     let records = store.get_many(slice.iter().map(|(id, _)| *id).collect())?;
