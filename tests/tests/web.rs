@@ -244,7 +244,8 @@ fn the_explorer_shows_gossiped_work_live_in_a_real_browser() {
     .expect("recent activity");
 
     // Alice's page: what she maintains, proposed and validated.
-    page.goto(&format!("{b_web}person/{}", alice.did())).expect("a person");
+    page.goto(&format!("{b_web}person/{}", alice.did()))
+        .expect("a person");
     page.wait_until(
         "(() => { const t = document.body.innerText; return t.includes('Seed Library') && document.querySelector('table.patches').innerText.includes('Tomatoes') && document.querySelector('#validated').innerText.includes('Good advice, thanks'); })()",
         SHOW,
@@ -271,6 +272,32 @@ fn the_explorer_shows_gossiped_work_live_in_a_real_browser() {
         "-m",
         "mountains",
     ]);
+    // A patch the parent rejects and a fork takes: its page says so.
+    let cactus = propose(
+        &scene,
+        &alice,
+        &garden,
+        &[("beds/cactus.txt", b"water monthly\n")],
+        "Add cactus",
+    );
+    alice.ok(["validate", &cactus, "--reject", "-m", "not in this climate"]);
+    alice.ok([
+        "validate",
+        &cactus,
+        "--accept",
+        "--in",
+        &arid,
+        "-m",
+        "ideal here",
+    ]);
+    page.goto(&format!("{}p/{cactus}", web_of(&a)))
+        .expect("the rejected patch");
+    page.wait_until(
+        "(() => { const t = document.querySelector('#taken'); return !!t && t.innerText.includes('Seed Library rejected this patch') && t.innerText.includes('Seed Library (arid)'); })()",
+        SHOW,
+    )
+    .expect("the page says which fork took it");
+
     page.goto(&format!("{}c/{arid}/family", web_of(&a)))
         .expect("family");
     page.wait_until(
