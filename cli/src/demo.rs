@@ -275,10 +275,14 @@ impl Demo {
             daemon,
         };
         let line = format!(
-            "node {label} ({person}) listens on {}{}",
+            "node {label} ({person}) listens on {}{}{}",
             node.daemon.addr,
             match &bootstrap {
                 Some(_) => format!(", bootstrapped to {}", self.previous_label(label)),
+                None => String::new(),
+            },
+            match &node.daemon.web {
+                Some(url) => format!("; watch it at {url}"),
                 None => String::new(),
             }
         );

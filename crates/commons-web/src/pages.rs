@@ -115,7 +115,9 @@ pub fn home(h: &Home) -> Markup {
                             ("validation", Some(p)) => a href=(format!("/p/{p}")) { (a.title) },
                             _ => a href=(format!("/p/{}", a.id)) { (a.title) },
                         }
-                        " in " a href=(format!("/c/{}", a.lineage)) { (a.lineage_name.as_deref().unwrap_or("a commons not held here")) }
+                        @if a.kind != "charter" {
+                            " in " a href=(format!("/c/{}", a.lineage)) { (a.lineage_name.as_deref().unwrap_or("a commons not held here")) }
+                        }
                         " by " (who(&a.author)) " · " (time(a.timestamp))
                     }
                 }
