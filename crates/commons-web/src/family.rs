@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
-use commons_store::{LineageSummary, Store};
+use commons_store::LineageSummary;
+
+use crate::reader::Reader as Store;
 use serde::Serialize;
 
 use crate::view::{LineageRef, ViewError, counts, lineage_ref, summary};

@@ -8,9 +8,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::reader::Reader as Store;
 use commons_core::tree::Outcome;
 use commons_core::{BlobHash, RecordId};
-use commons_store::Store;
 use serde::Serialize;
 
 use crate::content::{self, Content};
@@ -115,7 +115,7 @@ pub fn files(
                 n,
                 of: log.len(),
             };
-            (replay(store, &log, n)?, Some(at))
+            (std::sync::Arc::new(replay(store, &log, n)?), Some(at))
         }
     };
     if let Some(blob) = tree.get(path) {
@@ -166,7 +166,7 @@ mod tests {
     #[test]
     fn the_replayed_log_is_the_canonical_tree() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("store");
+        let store = Store::new(commons_store::Store::open(dir.path()).expect("store"));
         let m = SecretKey::from_seed([3; 32]);
         let charter = sign(
             &m,
@@ -230,7 +230,7 @@ mod tests {
         assert_eq!(log.len(), 300);
         assert_eq!(
             replay(&store, &log, log.len()).expect("replay"),
-            store.tree(&l).expect("tree")
+            *store.tree(&l).expect("tree")
         );
         assert_eq!(replay(&store, &log, log.len()).expect("replay"), current);
         let view = files(&store, &l.to_string(), "d5/f5", Some(&ids[5].to_string())).expect("at");

@@ -27,6 +27,7 @@ pub mod family;
 pub mod files;
 pub mod pages;
 pub mod person;
+pub mod reader;
 pub mod view;
 
 use std::convert::Infallible;
@@ -86,7 +87,7 @@ pub struct NodeInfo {
 
 #[derive(Clone, Debug)]
 struct App {
-    store: Store,
+    store: reader::Reader,
     node: watch::Receiver<NodeInfo>,
     activity: Arc<activity::Activity>,
     epoch: watch::Receiver<u64>,
@@ -127,7 +128,7 @@ pub fn router(
         ])
     });
     let app = App {
-        store,
+        store: reader::Reader::new(store),
         node,
         activity,
         epoch,
@@ -384,7 +385,7 @@ struct ListQuery {
 
 async fn html<T: Send + 'static>(
     app: App,
-    read: impl FnOnce(&Store) -> Result<T, ViewError> + Send + 'static,
+    read: impl FnOnce(&reader::Reader) -> Result<T, ViewError> + Send + 'static,
     render: impl FnOnce(&T) -> maud::Markup,
 ) -> Response {
     let store = app.store.clone();
@@ -393,7 +394,7 @@ async fn html<T: Send + 'static>(
 
 async fn json<T: Serialize + Send + 'static>(
     app: App,
-    read: impl FnOnce(&Store) -> Result<T, ViewError> + Send + 'static,
+    read: impl FnOnce(&reader::Reader) -> Result<T, ViewError> + Send + 'static,
 ) -> Response {
     let store = app.store.clone();
     api(blocking(move || read(&store)).await)
@@ -419,7 +420,8 @@ async fn commons_api(State(a): State<App>, Path(id): Id) -> Response {
     json(a, move |s| view::commons(s, &id)).await
 }
 async fn patches_page(State(a): State<App>, (Path(id), Query(q)): IdQuery) -> Response {
-    let read = move |s: &Store| view::patches(s, &id, q.status.as_deref(), q.page.unwrap_or(1));
+    let read =
+        move |s: &reader::Reader| view::patches(s, &id, q.status.as_deref(), q.page.unwrap_or(1));
     html(a, read, pages::patches).await
 }
 async fn patches_api(State(a): State<App>, (Path(id), Query(q)): IdQuery) -> Response {
@@ -429,7 +431,7 @@ async fn patches_api(State(a): State<App>, (Path(id), Query(q)): IdQuery) -> Res
     .await
 }
 async fn history_page(State(a): State<App>, (Path(id), Query(q)): IdQuery) -> Response {
-    let read = move |s: &Store| view::history(s, &id, q.page.unwrap_or(1));
+    let read = move |s: &reader::Reader| view::history(s, &id, q.page.unwrap_or(1));
     html(a, read, pages::history).await
 }
 async fn history_api(State(a): State<App>, (Path(id), Query(q)): IdQuery) -> Response {
@@ -443,14 +445,14 @@ struct AtQuery {
 type PathAt = (Path<(String, String)>, Query<AtQuery>);
 
 async fn root_page(State(a): State<App>, (Path(id), Query(q)): (Id, Query<AtQuery>)) -> Response {
-    let read = move |s: &Store| files::files(s, &id, "", q.at.as_deref());
+    let read = move |s: &reader::Reader| files::files(s, &id, "", q.at.as_deref());
     html(a, read, pages::files).await
 }
 async fn root_api(State(a): State<App>, (Path(id), Query(q)): (Id, Query<AtQuery>)) -> Response {
     json(a, move |s| files::files(s, &id, "", q.at.as_deref())).await
 }
 async fn files_page(State(a): State<App>, (Path((id, path)), Query(q)): PathAt) -> Response {
-    let read = move |s: &Store| files::files(s, &id, &path, q.at.as_deref());
+    let read = move |s: &reader::Reader| files::files(s, &id, &path, q.at.as_deref());
     html(a, read, pages::files).await
 }
 async fn files_api(State(a): State<App>, (Path((id, path)), Query(q)): PathAt) -> Response {

@@ -2,9 +2,9 @@
 //! and validated (among [`PERSON_SCAN`] patches of each commons: there is no index by author yet,
 //! so the scan is bounded).
 
+use crate::reader::Reader as Store;
 use commons_core::state::PatchStatus;
 use commons_core::{PublicKey, RecordId, Verdict};
-use commons_store::Store;
 use serde::Serialize;
 
 use crate::view::{LineageRef, PAGE, PatchItem, Person, ViewError, lineage_ref, title};
@@ -65,11 +65,11 @@ pub fn person(store: &Store, did: &str) -> Result<PersonView, ViewError> {
     let mut validated = Vec::new();
     let mut partial = false;
     let mut seen = std::collections::BTreeSet::new();
-    for s in &all {
+    for s in all.iter() {
         let ids = store.patches(&s.lineage, None)?;
         partial |= ids.len() > PERSON_SCAN;
         let newest: Vec<(RecordId, PatchStatus)> =
-            ids.into_iter().rev().take(PERSON_SCAN).collect();
+            ids.iter().rev().take(PERSON_SCAN).copied().collect();
         for chunk in newest.chunks(500) {
             let records = store.get_many(chunk.iter().map(|(id, _)| *id).collect())?;
             for ((id, st), r) in chunk.iter().zip(records) {

@@ -11,11 +11,12 @@ use std::collections::BTreeMap;
 use commons_core::state::PatchStatus;
 use commons_core::tree::Outcome;
 use commons_core::{BlobHash, LineageId, PublicKey, Record, RecordId, Verdict};
-use commons_store::{LineageSummary, Store, StoreError};
+use commons_store::{LineageSummary, StoreError};
 use serde::Serialize;
 
 use crate::NodeInfo;
 use crate::content;
+use crate::reader::Reader as Store;
 
 /// Items per page of a list.
 pub const PAGE: usize = 50;
@@ -360,15 +361,20 @@ pub(crate) fn title(message: &str) -> String {
     line.chars().take(200).collect()
 }
 
-fn page_of<T: Clone>(all: &[T], page: usize) -> (Vec<T>, usize, usize) {
+/// Page `page` (from 1) of `all` read from its end: the last item first.
+fn page_from_end<T: Clone>(all: &[T], page: usize) -> (Vec<(usize, T)>, usize, usize) {
     let pages = all.len().div_ceil(PAGE).max(1);
     let page = page.clamp(1, pages);
-    let start = (page - 1) * PAGE;
-    (
-        all[start.min(all.len())..(start + PAGE).min(all.len())].to_vec(),
-        page,
-        pages,
-    )
+    let skip = (page - 1) * PAGE;
+    let items = all
+        .iter()
+        .enumerate()
+        .rev()
+        .skip(skip)
+        .take(PAGE)
+        .map(|(i, x)| (i, x.clone()))
+        .collect();
+    (items, page, pages)
 }
 
 fn family_refs(store: &Store, s: &LineageSummary) -> Result<Vec<LineageRef>> {
@@ -394,16 +400,15 @@ pub fn patches(store: &Store, id: &str, status: Option<&str>, page: usize) -> Re
         })?),
         None => None,
     };
-    let mut all = store.patches(&s.lineage, status)?;
+    let all = store.patches(&s.lineage, status)?;
     // The store lists patches by id; descending, so pages are stable as patches arrive (a list
     // by date would need an index by time).
-    all.reverse();
-    let (slice, page, pages) = page_of(&all, page);
-    let records = store.get_many(slice.iter().map(|(id, _)| *id).collect())?;
+    let (slice, page, pages) = page_from_end(&all, page);
+    let records = store.get_many(slice.iter().map(|(_, (id, _))| *id).collect())?;
     let items = slice
         .iter()
         .zip(records)
-        .filter_map(|((id, st), r)| {
+        .filter_map(|((_, (id, st)), r)| {
             let r = r?;
             let p = r.as_patch()?;
             Some(PatchItem {
@@ -456,18 +461,13 @@ pub struct HistoryItem {
 pub fn history(store: &Store, id: &str, page: usize) -> Result<HistoryView> {
     let s = summary(store, id)?;
     let log = store.history(&s.lineage)?;
-    let numbered: Vec<(usize, RecordId, Outcome)> = log
-        .iter()
-        .enumerate()
-        .rev()
-        .map(|(i, (id, o))| (i + 1, *id, *o))
-        .collect();
-    let (slice, page, pages) = page_of(&numbered, page);
-    let records = store.get_many(slice.iter().map(|(_, id, _)| *id).collect())?;
+    let (slice, page, pages) = page_from_end(&log, page);
+    let records = store.get_many(slice.iter().map(|(_, (id, _))| *id).collect())?;
     let items = slice
         .iter()
         .zip(records)
-        .filter_map(|((n, id, o), r)| {
+        .filter_map(|((i, (id, o)), r)| {
+            let n = &(i + 1);
             let r = r?;
             let p = r.as_patch()?;
             Some(HistoryItem {
