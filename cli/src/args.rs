@@ -85,10 +85,13 @@ Examples:
     Patch(PatchCommand),
     /// The address of the daemon's web explorer, or of a commons' page on it (open it in a
     /// browser: every commons, patch, diff and fork this node holds, updated live).
-    #[command(after_help = "Examples:\n  commons web\n  commons web 3f2a")]
+    #[command(after_help = "Examples:\n  commons web\n  commons web 3f2a --open")]
     Web {
         /// Id, unique id prefix, or name of a commons (default: the home page).
         id: Option<String>,
+        /// Open it in the desktop's browser (`xdg-open`, or `open` on macOS) as well.
+        #[arg(long)]
+        open: bool,
     },
     /// The fork tree around a commons: its ancestors and descendants.
     #[command(after_help = "Example:\n  commons lineage 3f2a")]

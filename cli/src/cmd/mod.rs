@@ -49,7 +49,7 @@ pub fn run(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Bundle(BundleCommand::Import { file }) => exchange::import(ctx, &file),
         Command::Store(StoreCommand::Verify) => store::verify(ctx),
         Command::Node(NodeCommand::Status) => node::status(ctx),
-        Command::Web { id } => node::web(ctx, id.as_deref()),
+        Command::Web { id, open } => node::web(ctx, id.as_deref(), open),
         Command::Node(NodeCommand::Peers) => node::peers(ctx),
         Command::Node(NodeCommand::Connect { addr }) => node::connect(ctx, &addr),
         Command::Follow { id } => node::follow(ctx, &id),

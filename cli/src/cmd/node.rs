@@ -418,7 +418,7 @@ pub fn sync(ctx: &Ctx, id: &str) -> Result<()> {
 }
 
 /// `commons web [ID]`: the URL of the daemon's web explorer, or of a commons' page on it.
-pub fn web(ctx: &Ctx, id: Option<&str>) -> Result<()> {
+pub fn web(ctx: &Ctx, id: Option<&str>, open: bool) -> Result<()> {
     let d = ctx.daemon()?;
     let s = d.status()?;
     let Some(base) = s.web else {
@@ -436,7 +436,27 @@ pub fn web(ctx: &Ctx, id: Option<&str>) -> Result<()> {
     struct Web<'a> {
         url: &'a str,
     }
-    ctx.emit(&Web { url: &url }, || format!("{url}\n"))
+    ctx.emit(&Web { url: &url }, || format!("{url}\n"))?;
+    if open {
+        let opener = if cfg!(target_os = "macos") {
+            "open"
+        } else {
+            "xdg-open"
+        };
+        let status = std::process::Command::new(opener)
+            .arg(&url)
+            .stdin(std::process::Stdio::null())
+            .status()
+            .map_err(|e| {
+                CliError::error(format!("cannot run `{opener}` to open the browser: {e}"))
+                    .hint("open the URL above in a browser yourself")
+            })?;
+        if !status.success() {
+            return Err(CliError::error(format!("`{opener}` failed ({status})"))
+                .hint("open the URL above in a browser yourself"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
