@@ -196,19 +196,18 @@ pub(crate) fn list_dir(tree: &BTreeMap<String, BlobHash>, dir: &str) -> (Vec<Ent
     let mut dirs: Vec<Entry> = Vec::new();
     let mut files: Vec<Entry> = Vec::new();
     let mut total = 0;
-    let mut last_dir: Option<String> = None;
-    for (path, blob) in tree.range(prefix.clone()..) {
+    // A subdirectory is listed once, then skipped whole: every path below `d/` sorts before
+    // `d0` ('0' follows '/'), so the walk costs O(entries × log n), not O(paths below).
+    let mut from = prefix.clone();
+    while let Some((path, blob)) = tree.range(from.clone()..).next() {
         let Some(rest) = path.strip_prefix(&prefix) else {
             break;
         };
+        total += 1;
+        let room = dirs.len() + files.len() < MAX_DIR_ENTRIES;
         match rest.split_once('/') {
             Some((d, _)) => {
-                if last_dir.as_deref() == Some(d) {
-                    continue;
-                }
-                last_dir = Some(d.to_string());
-                total += 1;
-                if dirs.len() + files.len() < MAX_DIR_ENTRIES {
+                if room {
                     dirs.push(Entry {
                         name: d.to_string(),
                         path: format!("{prefix}{d}"),
@@ -216,10 +215,10 @@ pub(crate) fn list_dir(tree: &BTreeMap<String, BlobHash>, dir: &str) -> (Vec<Ent
                         blob: None,
                     });
                 }
+                from = format!("{prefix}{d}0");
             }
             None => {
-                total += 1;
-                if dirs.len() + files.len() < MAX_DIR_ENTRIES {
+                if room {
                     files.push(Entry {
                         name: rest.to_string(),
                         path: path.clone(),
@@ -227,6 +226,7 @@ pub(crate) fn list_dir(tree: &BTreeMap<String, BlobHash>, dir: &str) -> (Vec<Ent
                         blob: Some(blob.to_string()),
                     });
                 }
+                from = format!("{path}\u{0}");
             }
         }
     }
@@ -659,4 +659,43 @@ pub fn patch(store: &Store, id: &str) -> Result<PatchView> {
         statuses,
         taken_by_forks,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory lists each subdirectory once and each file, directories first, whatever the
+    /// names around the `/` (`a.txt` sorts between `a` and `a/…`).
+    #[test]
+    fn a_directory_lists_its_entries_once() {
+        let h = BlobHash::of(b"x");
+        let mut tree = BTreeMap::new();
+        for p in ["a.txt", "a/b", "a/c/d", "a0", "b/x", "z", "a/c/e"] {
+            tree.insert(p.to_string(), h);
+        }
+        for i in 0..10_000 {
+            tree.insert(format!("big/f{i:05}"), h);
+        }
+        let (root, total) = list_dir(&tree, "");
+        let names: Vec<(&str, bool)> = root.iter().map(|e| (e.name.as_str(), e.dir)).collect();
+        assert_eq!(
+            names,
+            [
+                ("a", true),
+                ("b", true),
+                ("big", true),
+                ("a.txt", false),
+                ("a0", false),
+                ("z", false)
+            ]
+        );
+        assert_eq!(total, 6);
+        let (a, _) = list_dir(&tree, "a");
+        let names: Vec<&str> = a.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(names, ["a/c", "a/b"]);
+        let (big, total) = list_dir(&tree, "big");
+        assert_eq!(total, 10_000);
+        assert_eq!(big.len(), MAX_DIR_ENTRIES);
+    }
 }
