@@ -37,6 +37,12 @@ pub fn start(
                 peers: st.connected.len(),
                 listen: st.listen_addrs.iter().map(|a| a.to_string()).collect(),
                 followed: st.followed.iter().map(|l| l.to_string()).collect(),
+                banned: st.banned.len(),
+                refused: st.refused.values().sum(),
+                bootstrap: (
+                    st.bootstrap.len(),
+                    st.bootstrap.iter().filter(|b| b.connected).count(),
+                ),
             });
             if tx.is_closed() {
                 return;

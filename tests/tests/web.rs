@@ -445,24 +445,54 @@ fn hostile_content_never_runs_in_the_explorer() {
         page.dialogs()
     );
 
-    // A request with a foreign Host (DNS rebinding) is refused; a write method too.
+    // Over plain HTTP, without a browser: a foreign Host (DNS rebinding) is refused, a write
+    // method too, a path that climbs out of the tree finds nothing, an overlong URI is refused,
+    // and a page reads without JavaScript (the patch's message is in the HTML, escaped).
     let port = web
         .trim_start_matches("http://127.0.0.1:")
-        .trim_end_matches('/');
-    let mut s = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).expect("connect");
-    use std::io::{Read, Write};
-    s.write_all(b"GET / HTTP/1.1\r\nHost: evil.example:80\r\nConnection: close\r\n\r\n")
-        .expect("write");
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).expect("read");
+        .trim_end_matches('/')
+        .to_owned();
+    let raw = |request: String| -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).expect("connect");
+        s.write_all(request.as_bytes()).expect("write");
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).expect("read");
+        String::from_utf8_lossy(&reply).into_owned()
+    };
+    let get = |path: &str, host: &str| {
+        raw(format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        ))
+    };
+    let host = format!("127.0.0.1:{port}");
+    let reply = get("/", "evil.example:80");
     assert!(reply.starts_with("HTTP/1.1 421"), "{reply}");
-    let mut s = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).expect("connect");
-    s.write_all(
-        format!("POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            .as_bytes(),
-    )
-    .expect("write");
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).expect("read");
+    let reply = raw(format!(
+        "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    ));
     assert!(reply.starts_with("HTTP/1.1 405"), "{reply}");
+    for climb in [
+        format!("/c/{lineage}/files/../../../../etc/passwd"),
+        format!("/c/{lineage}/files/%2e%2e/%2e%2e/etc/passwd"),
+        format!("/c/{lineage}/files/..%2f..%2fetc%2fpasswd"),
+    ] {
+        let reply = get(&climb, &host);
+        assert!(
+            !reply.contains("root:") && !reply.starts_with("HTTP/1.1 200"),
+            "{climb}: {reply}"
+        );
+    }
+    let reply = get(&format!("/c/{lineage}?{}", "x".repeat(5000)), &host);
+    assert!(
+        reply.starts_with("HTTP/1.1 414"),
+        "{}",
+        &reply[..reply.len().min(200)]
+    );
+    let reply = get(&format!("/p/{patch}"), &host);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(
+        reply.contains("&lt;img src=x onerror=") && !reply.contains("<img src=x onerror"),
+        "the message is in the page, escaped"
+    );
 }

@@ -83,6 +83,12 @@ pub struct NodeInfo {
     pub listen: Vec<String>,
     /// Families followed (their root lineage ids).
     pub followed: Vec<String>,
+    /// Peers banned at the moment for misbehaving.
+    pub banned: usize,
+    /// Gossip messages refused since the node started (bad signatures, oversized, floods…).
+    pub refused: u64,
+    /// Bootstrap peers configured, and how many are connected.
+    pub bootstrap: (usize, usize),
 }
 
 #[derive(Clone, Debug)]

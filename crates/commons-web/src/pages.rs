@@ -130,6 +130,10 @@ pub fn home(h: &Home) -> Markup {
                 dt { "Listening on" } dd { @for a in &h.node.listen { code { (a) } br; } }
                 dt { "Records stored" } dd #records { (h.records) }
                 dt { "Commons followed" } dd { (h.node.followed.len()) }
+                @if h.node.bootstrap.0 > 0 {
+                    dt { "Bootstrap peers" } dd { (h.node.bootstrap.1) " of " (h.node.bootstrap.0) " connected" }
+                }
+                dt { "Gossip refused" } dd { (h.node.refused) " messages since start; " (h.node.banned) " peers banned now" }
             }
         },
     )
