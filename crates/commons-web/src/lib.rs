@@ -12,7 +12,8 @@
 //!   inline script, no plugins, no framing); blobs are served as `application/octet-stream`
 //!   attachments (raster images alone, recognised by their first bytes, inline, under a
 //!   `sandbox` policy), so HTML, SVG or JavaScript in a commons never runs in the node's origin.
-//! - **Bounds**: at most [`MAX_CONNECTIONS`] connections open; only GET and HEAD; URIs up to
+//! - **Bounds**: at most [`MAX_CONNECTIONS`] connections open, each closed if a request head
+//!   takes over [`HEADER_TIMEOUT`] or [`MAX_HEAD_BYTES`]; only GET and HEAD; URIs up to
 //!   [`MAX_URI`] bytes; at most [`MAX_IN_FLIGHT`]
 //!   requests served at once and [`MAX_EVENT_STREAMS`] event streams (more get 503); every list
 //!   paginated or capped (`view.rs`), text and diffs capped (`content.rs`); blobs streamed in
@@ -176,7 +177,10 @@ pub fn router(
         .with_state(app)
 }
 
-/// Serves the explorer on `listener` until the task is dropped.
+/// Serves the explorer on `listener` until the task is dropped: one task per connection, at
+/// most [`MAX_CONNECTIONS`] open (the next waits in the kernel's backlog), and a connection
+/// whose request head has not arrived whole within [`HEADER_TIMEOUT`] is closed, so clients
+/// that open connections and send nothing (or a byte at a time) cannot hold them.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Store,
@@ -184,79 +188,44 @@ pub async fn serve(
     activity: Arc<activity::Activity>,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    let limited = Limited {
-        inner: listener,
-        open: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
-    };
-    axum::serve(limited, router(store, node, activity, addr)).await
+    let app = router(store, node, activity, addr);
+    let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(place) = open.clone().acquire_owned().await else {
+            return Ok(());
+        };
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of descriptors, say: wait a moment rather than spin.
+                tracing::warn!(target: "commons_web", error = %e, "cannot accept a connection");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _place = place;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEAD_BYTES);
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = http.serve_connection(io, service).await {
+                tracing::debug!(target: "commons_web", error = %e, "connection ended");
+            }
+        });
+    }
 }
 
 /// Connections open at once; the next waits in the kernel's backlog until one closes.
 pub const MAX_CONNECTIONS: usize = 512;
-
-/// A listener that holds at most [`MAX_CONNECTIONS`] connections open.
-struct Limited {
-    inner: tokio::net::TcpListener,
-    open: Arc<Semaphore>,
-}
-
-/// A connection with its place among the open ones (given back when it is dropped).
-struct Counted {
-    io: tokio::net::TcpStream,
-    _place: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl axum::serve::Listener for Limited {
-    type Io = Counted;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Counted, SocketAddr) {
-        let place = match self.open.clone().acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => std::future::pending().await,
-        };
-        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        (Counted { io, _place: place }, addr)
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-}
-
-impl tokio::io::AsyncRead for Counted {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Counted {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
+/// Longest wait for a request's head, from the connection or the previous answer.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head read (beyond: the connection is closed).
+pub const MAX_HEAD_BYTES: usize = 16 << 10;
+/// Pause after a failed accept.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Method, URI and `Host` checks, the in-flight bound, and the security headers.
 async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
@@ -590,4 +559,61 @@ async fn events(State(app): State<App>) -> Response {
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A client that sends half a request head and then nothing is cut off after
+    /// [`HEADER_TIMEOUT`], while a whole request on another connection is answered meanwhile.
+    #[tokio::test]
+    async fn a_client_that_never_finishes_its_request_is_cut_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (_tx, rx) = watch::channel(NodeInfo::default());
+        tokio::spawn(serve(listener, store, rx, Arc::default()));
+
+        let started = Instant::now();
+        let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1")
+            .await
+            .expect("write");
+
+        let mut fine = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        fine.write_all(
+            format!("GET /api/node HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("write");
+        let mut reply = Vec::new();
+        fine.read_to_end(&mut reply).await.expect("read");
+        assert!(
+            reply.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
+        assert!(
+            started.elapsed() < HEADER_TIMEOUT,
+            "answered while the slow one waits"
+        );
+
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(HEADER_TIMEOUT * 2, slow.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "the slow connection was never closed");
+        assert!(
+            started.elapsed() >= HEADER_TIMEOUT - Duration::from_millis(500),
+            "closed only once its time was up ({:?})",
+            started.elapsed()
+        );
+    }
 }
