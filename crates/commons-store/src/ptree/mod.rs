@@ -22,8 +22,9 @@ mod node;
 #[cfg(test)]
 mod tests;
 
-use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 pub use node::Node;
 
@@ -61,10 +62,49 @@ pub struct Writes {
     pub next_id: Option<u64>,
 }
 
+/// Nodes read (not changed) kept decoded for the rest of a batch: the upper levels of a tree
+/// are read once per record otherwise, and decoding them was a fifth of a batch's time.
+const MAX_READ_CACHE: usize = 4096;
+
+/// A node as read: one the batch changed (borrowed from its working set), or one read from the
+/// store (decoded once per batch and shared).
+pub(crate) enum NodeRef<'s> {
+    Borrowed(&'s Node),
+    Shared(Arc<Node>),
+}
+
+impl std::ops::Deref for NodeRef<'_> {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        match self {
+            NodeRef::Borrowed(n) => n,
+            NodeRef::Shared(n) => n,
+        }
+    }
+}
+
+impl AsRef<Node> for NodeRef<'_> {
+    fn as_ref(&self) -> &Node {
+        self
+    }
+}
+
+impl NodeRef<'_> {
+    fn into_owned(self) -> Node {
+        match self {
+            NodeRef::Borrowed(n) => n.clone(),
+            NodeRef::Shared(n) => Arc::try_unwrap(n).unwrap_or_else(|n| (*n).clone()),
+        }
+    }
+}
+
 /// One batch's working set of nodes and counts.
 #[derive(Debug, Default)]
 pub struct Nodes {
     cache: HashMap<u64, Node>,
+    /// Nodes read from the store and not changed, decoded (never consulted for an id in
+    /// `cache` or `deleted`: those are checked first). The store does not change under a batch.
+    read: RefCell<HashMap<u64, Arc<Node>>>,
     dirty: BTreeSet<u64>,
     deleted: BTreeSet<u64>,
     rcs: HashMap<u64, u32>,
@@ -93,15 +133,23 @@ impl Nodes {
         Self::default()
     }
 
-    fn node<'s>(&'s self, src: &dyn NodeSource, id: u64) -> Result<Cow<'s, Node>, StoreError> {
+    fn node<'s>(&'s self, src: &dyn NodeSource, id: u64) -> Result<NodeRef<'s>, StoreError> {
         if self.deleted.contains(&id) {
             return Err(bad(id, "used after it was freed"));
         }
         if let Some(n) = self.cache.get(&id) {
-            return Ok(Cow::Borrowed(n));
+            return Ok(NodeRef::Borrowed(n));
+        }
+        if let Some(n) = self.read.borrow().get(&id) {
+            return Ok(NodeRef::Shared(n.clone()));
         }
         let bytes = src.node_bytes(id)?.ok_or_else(|| bad(id, "missing"))?;
-        Node::decode(&bytes).map(Cow::Owned).map_err(|e| bad(id, e))
+        let node = Arc::new(Node::decode(&bytes).map_err(|e| bad(id, e))?);
+        let mut read = self.read.borrow_mut();
+        if read.len() < MAX_READ_CACHE {
+            read.insert(id, node.clone());
+        }
+        Ok(NodeRef::Shared(node))
     }
 
     fn node_mut(&mut self, src: &dyn NodeSource, id: u64) -> Result<&mut Node, StoreError> {
