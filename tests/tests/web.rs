@@ -137,12 +137,23 @@ fn the_explorer_shows_gossiped_work_live_in_a_real_browser() {
     page.screenshot(&shots.join("commons.png"))
         .expect("screenshot");
 
-    // A patch proposed on A appears on B's patches page without a reload.
-    page.goto(&format!("{b_web}c/{garden}/patches"))
+    // A patch proposed on A appears, without a reload, on B's commons page (its counts) and,
+    // in a second tab, on B's patches page.
+    page.goto(&format!("{b_web}c/{garden}"))
+        .expect("commons page");
+    let list = browser.new_page().expect("a second page");
+    list.goto(&format!("{b_web}c/{garden}/patches"))
         .expect("patches");
-    page.wait_until("document.documentElement.dataset.live === '1'", SHOW)
-        .expect("the page subscribes to live updates");
-    mark(&page);
+    for p in [&page, &list] {
+        p.wait_until("document.documentElement.dataset.live === '1'", SHOW)
+            .expect("the page subscribes to live updates");
+        mark(p);
+    }
+    page.wait_until(
+        "document.querySelector('#counts').innerText.includes('pending 0')",
+        SHOW,
+    )
+    .expect("nothing pending yet");
     let patch = propose(
         &scene,
         &alice,
@@ -153,10 +164,17 @@ fn the_explorer_shows_gossiped_work_live_in_a_real_browser() {
         )],
         "Tomatoes: water in the morning, stake them",
     );
-    shows(&page, "Tomatoes: water in the morning");
-    still_marked(&page, "a gossiped patch");
-    page.screenshot(&shots.join("patches.png"))
+    page.wait_until(
+        "document.querySelector('#counts').innerText.includes('pending 1')",
+        SHOW,
+    )
+    .expect("the commons page counts the gossiped patch");
+    still_marked(&page, "the commons page, for a gossiped patch");
+    shows(&list, "Tomatoes: water in the morning");
+    still_marked(&list, "the patches page, for a gossiped patch");
+    list.screenshot(&shots.join("patches.png"))
         .expect("screenshot");
+    drop(list);
 
     // Its page on B: pending; alice validates on A; B's page turns accepted, in place.
     page.goto(&format!("{b_web}p/{patch}")).expect("patch page");
