@@ -514,3 +514,27 @@ fn hostile_content_never_runs_in_the_explorer() {
         "the message is in the page, escaped"
     );
 }
+
+/// `--no-web`: nothing listens, `node status` says so, and `commons web` fails with the fix.
+#[test]
+fn the_explorer_can_be_turned_off() {
+    let scene = Scene::new(bin!());
+    let alice = scene.person("alice");
+    let d = Daemon::start_with(&daemon_bin!(), &alice.home, &[], &["--no-web"]);
+    assert_eq!(d.web, None, "no explorer URL printed");
+    assert!(
+        alice
+            .ok(["node", "status"])
+            .contains("web        not served (--no-web"),
+        "node status says it is off"
+    );
+    assert_eq!(
+        alice.json(["node", "status"])["web"],
+        serde_json::Value::Null
+    );
+    let err = alice.fails(1, ["web"]);
+    assert!(
+        err.contains("does not serve the web explorer") && err.contains("--no-web"),
+        "{err}"
+    );
+}

@@ -114,7 +114,7 @@ pub fn status(ctx: &Ctx) -> Result<()> {
         t.push_str(&format!("peers      {} connected\n", s.peers));
         match &s.web {
             Some(url) => t.push_str(&format!("web        {url}\n")),
-            None => t.push_str("web        not served (started with --no-web)\n"),
+            None => t.push_str("web        not served (--no-web, or web = \"off\" in config.toml)\n"),
         }
         for (i, b) in s.bootstrap.iter().enumerate() {
             let head = if i == 0 { "bootstrap " } else { "          " };
