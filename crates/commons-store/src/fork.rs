@@ -192,10 +192,17 @@ impl Ctx<'_> {
         }
         let ex_from: BTreeSet<&RecordId> = from.excluded.iter().collect();
         let ex_to: BTreeSet<&RecordId> = to.excluded.iter().collect();
-        if ex_from.iter().any(|x| !paint.contains_key(*x))
-            || ex_to
-                .iter()
-                .any(|x| paint.get(*x).is_none_or(|p| p & TO == 0))
+        // An exclusion the walk did not reach lies below where the two sides met: it is an
+        // ancestor of both head sets (every path to it from `from`'s heads crosses a patch
+        // reached from both). Excluded on both sides, it is no difference; excluded on one side
+        // only, it is one the walk did not see, and the fork is computed from scratch.
+        if ex_from
+            .iter()
+            .any(|x| !paint.contains_key(*x) && !ex_to.contains(*x))
+            || ex_to.iter().any(|x| {
+                !ex_from.contains(*x) && paint.get(*x).is_none_or(|p| p & TO == 0)
+                    || paint.get(*x).is_some_and(|p| p & TO == 0)
+            })
         {
             return Ok(None);
         }
