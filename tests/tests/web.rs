@@ -538,3 +538,44 @@ fn the_explorer_can_be_turned_off() {
         "{err}"
     );
 }
+
+/// `commons web --open` prints the URL and hands it to the desktop's opener (`xdg-open`, here a
+/// script on PATH that records what it was given).
+#[test]
+fn commons_web_open_hands_the_url_to_the_browser() {
+    use std::os::unix::fs::PermissionsExt;
+    let scene = Scene::new(bin!());
+    let alice = scene.person("alice");
+    let d = Daemon::start(&daemon_bin!(), &alice.home, &[]);
+    let garden = scene.found(&alice, "garden", &[("README.md", b"hi\n")]);
+    let tools = scene.path("tools");
+    fs::create_dir_all(&tools).expect("mkdir");
+    let opened = scene.path("opened.txt");
+    let opener = tools.join("xdg-open");
+    fs::write(
+        &opener,
+        format!("#!/bin/sh\nprintf '%s' \"$1\" > '{}'\n", opened.display()),
+    )
+    .expect("write the opener");
+    fs::set_permissions(&opener, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = format!(
+        "{}:{}",
+        tools.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new(bin!())
+        .args(["--home", alice.home.to_str().expect("utf-8")])
+        .args(["web", &garden, "--open"])
+        .env("PATH", path)
+        .env_remove("COMMONS_HOME")
+        .output()
+        .expect("run commons");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = format!("{}c/{garden}", web_of(&d));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), url);
+    assert_eq!(fs::read_to_string(&opened).expect("the opener ran"), url);
+}

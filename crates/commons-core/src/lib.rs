@@ -13,6 +13,7 @@ pub mod reconcile;
 pub mod record;
 mod rules;
 pub mod state;
+pub mod time;
 pub mod tree;
 
 pub use id::{BlobHash, LineageId, ParseIdError, RecordId, StateRoot};

@@ -52,24 +52,7 @@ fn acknowledged_records_survive_sigkill() {
 
     let rounds = rounds();
     for round in 0..rounds {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_commons-store-crashtest"))
-            .arg("write")
-            .arg(dir.path())
-            .arg((round + 1).to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<String>();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (mut child, rx, reader) = common::spawn_writer(dir.path(), round + 1, Stdio::inherit());
 
         let target = 1 + rng.below(40) as usize;
         let delay = Duration::from_micros(rng.below(30_000));

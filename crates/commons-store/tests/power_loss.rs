@@ -12,9 +12,9 @@
 mod common;
 mod lossyfs;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -94,24 +94,8 @@ fn acknowledged_writes_survive_a_power_cut() {
     let cuts = cuts();
     for round in 0..cuts {
         let fs = mount(backing.path(), at.path());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_commons-store-crashtest"))
-            .arg("write")
-            .arg(at.path().join("home"))
-            .arg((round + 1).to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<String>();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (mut child, rx, reader) =
+            common::spawn_writer(&at.path().join("home"), round + 1, Stdio::null());
         // Cut after a random number of acknowledgements, at a random moment after the last.
         let target = 1 + below(60) as usize;
         let mut seen = 0;

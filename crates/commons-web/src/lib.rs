@@ -232,7 +232,8 @@ async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return (StatusCode::METHOD_NOT_ALLOWED, "read-only: GET only\n").into_response();
     }
-    if req.uri().to_string().len() > MAX_URI {
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri_len > MAX_URI {
         return (StatusCode::URI_TOO_LONG, "URI too long\n").into_response();
     }
     if let Some(hosts) = &app.hosts {
@@ -488,7 +489,6 @@ async fn blob(
         };
         let len = reader.len();
         let mut buf = vec![0u8; CHUNK];
-        let mut first = true;
         let mut head_tx = Some(head_tx);
         loop {
             let n = match reader.read(&mut buf) {
@@ -498,11 +498,8 @@ async fn blob(
                     return;
                 }
             };
-            if first {
-                first = false;
-                if let Some(t) = head_tx.take() {
-                    let _ = t.send(Some((len, buf[..n.min(16)].to_vec())));
-                }
+            if let Some(t) = head_tx.take() {
+                let _ = t.send(Some((len, buf[..n.min(16)].to_vec())));
             }
             if n == 0 {
                 return;

@@ -330,3 +330,36 @@ pub fn loose_and_packed(dir: &Path, acked: &Acked) -> (usize, usize) {
         .count();
     (loose, acked.blobs.len() - loose)
 }
+
+/// Starts `commons-store-crashtest write DIR SEED`; its standard output comes line by line on
+/// the receiver, read by the returned thread until the writer exits or is killed.
+pub fn spawn_writer(
+    dir: &Path,
+    seed: u64,
+    stderr: std::process::Stdio,
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<String>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_commons-store-crashtest"))
+        .arg("write")
+        .arg(dir)
+        .arg(seed.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("start the crash-test writer");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx, reader)
+}

@@ -516,7 +516,7 @@ impl Filesystem for LossyFs {
         match self.with(|s| {
             let rel = s.rel(ino)?;
             fs::symlink_metadata(s.full(&rel)).map_err(Errno::from)?;
-            if flags.0 & libc_o_trunc() != 0 {
+            if flags.0 & O_TRUNC != 0 {
                 s.truncate(ino.0, 0)?;
             }
             Ok(())
@@ -693,6 +693,4 @@ impl Filesystem for LossyFs {
 }
 
 /// `O_TRUNC` on Linux.
-fn libc_o_trunc() -> i32 {
-    0o1000
-}
+const O_TRUNC: i32 = 0o1000;
